@@ -1,0 +1,57 @@
+"""Training-FLOP accounting: the compute clock of every comparison and of ASHA.
+
+Per token, one forward + backward pass costs (Kaplan et al. 2020, with the attention term):
+
+    6 * N_nonemb                 matmuls of the transformer blocks (2 fwd + 4 bwd per weight)
+  + 6 * d_model * vocab_size     the output head (counted even when tied: the matmul still runs)
+  + 12 * n_layers * seq_len * d  attention scores and weighted values, QK^T and AV:
+                                 2 * 2 * T * d forward per layer, x3 for training; no causal
+                                 halving, as in PaLM's MFU convention
+
+The token-embedding lookup and norms are not counted. A grown run's compute is the sum over
+stages of flops_per_token(stage config) * tokens trained in that stage, plus any operator phase
+(LiGO / incremental training steps), which the loop adds as it runs them.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from raygrow.model import ModelConfig
+
+
+def flops_per_token(config: ModelConfig, seq_len: int) -> float:
+    """Training FLOPs per token (forward + backward) for `config` at context `seq_len`."""
+    n_nonemb = config.n_params(non_embedding=True) - config.d_model  # final norm: no matmul
+    n_nonemb -= config.n_layers * 2 * config.d_model  # block norms: no matmul
+    head = 6 * config.d_model * config.vocab_size
+    attention = 12 * config.n_layers * seq_len * config.n_heads * config.head_dim
+    return float(6 * n_nonemb + head + attention)
+
+
+def forward_flops_per_token(config: ModelConfig, seq_len: int) -> float:
+    """Forward-only FLOPs per token (a third of training FLOPs): evaluation cost."""
+    return flops_per_token(config, seq_len) / 3.0
+
+
+_PEAK_CACHE: dict[tuple[str, str], float] = {}
+
+
+def measure_peak_flops(dtype: torch.dtype = torch.bfloat16, device: str = "cpu") -> float:
+    """Measured dense-matmul FLOP/s on this device (a roofline for MFU), cached per process."""
+    key = (device, str(dtype))
+    if key not in _PEAK_CACHE:
+        n = 1024
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        for _ in range(2):
+            a @ b
+        reps, start = 8, time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        if device != "cpu":
+            torch.cuda.synchronize()
+        _PEAK_CACHE[key] = 2 * n**3 * reps / (time.perf_counter() - start)
+    return _PEAK_CACHE[key]
