@@ -114,7 +114,9 @@ class ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ConfigError(f"unknown model config keys {sorted(unknown)}; known: {sorted(known)}")
+            raise ConfigError(
+                f"unknown model config keys {sorted(unknown)}; known: {sorted(known)}"
+            )
         return cls(**data)
 
     @classmethod
@@ -124,7 +126,9 @@ class ModelConfig:
             layers_str, width_str = shape.lower().split("x")
             n_layers, d_model = int(layers_str), int(width_str)
         except ValueError:
-            raise ConfigError(f"model size {shape!r} is not LxD (layers x width), e.g. 8x256") from None
+            raise ConfigError(
+                f"model size {shape!r} is not LxD (layers x width), e.g. 8x256"
+            ) from None
         overrides.setdefault("n_heads", max(1, d_model // 64))
         return cls(n_layers=n_layers, d_model=d_model, **overrides)
 
@@ -179,7 +183,11 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 class Attention(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.kv_heads, config.head_dim
+        self.n_heads, self.n_kv_heads, self.head_dim = (
+            config.n_heads,
+            config.kv_heads,
+            config.head_dim,
+        )
         d = config.d_model
         self.wq = nn.Linear(d, self.n_heads * self.head_dim, bias=False)
         self.wk = nn.Linear(d, self.n_kv_heads * self.head_dim, bias=False)
