@@ -183,11 +183,15 @@ class Trainer:
     def _apply_directives(self) -> None:
         """MSG branch ramps and incremental freezing, derived from the growth history."""
         step = self.state.step
+        active = [e for e in self.state.growth_history if e.get("directives")]
+        if not active and not getattr(self, "frozen", None):
+            self.frozen = []
+            return  # the common case: nothing to ramp or freeze, keep the step cheap
         for layer in self.model.layers:
             layer.branch_scale = 1.0
         self.frozen: list[nn.Parameter] = []
         params = dict(self.model.named_parameters())
-        for event in self.state.growth_history:
+        for event in active:
             directives = event.get("directives") or {}
             since = step - event["step"]
             for ramp in directives.get("branch_ramps", []):
@@ -323,6 +327,23 @@ class Trainer:
         return total / count
 
     # ----------------------------------------------------------------------------- run
+    def step_once(self) -> tuple[float, float]:
+        """One optimizer step including due growth; returns (train loss, lr)."""
+        cfg, st = self.config, self.state
+        self._maybe_grow()
+        self._apply_directives()
+        lr = self.lr_schedule.lr_at(st.step, self.lr_state)
+        loss = self._train_step(lr)
+        if not math.isfinite(loss):
+            raise TrainingDiverged(
+                f"train loss is {loss} at step {st.step} (tokens {st.tokens}); lower lr"
+            )
+        st.step += 1
+        st.data_position += cfg.batch_size
+        st.tokens += cfg.tokens_per_step
+        st.flops += self.flops_per_token * cfg.tokens_per_step
+        return loss, lr
+
     def run(self) -> TrainResult:
         cfg, st = self.config, self.state
         eval_every = cfg.every_steps(cfg.eval_every_tokens)
@@ -340,20 +361,9 @@ class Trainer:
             st.val_curve.append((st.flops, history[-1]["val_loss"]))
             self._emit(history[-1], metrics_file, None)
         while st.step < cfg.total_steps:
-            self._maybe_grow()
-            self._apply_directives()
-            lr = self.lr_schedule.lr_at(st.step, self.lr_state)
             t0 = time.perf_counter()
-            loss = self._train_step(lr)
+            loss, lr = self.step_once()
             window_time += time.perf_counter() - t0
-            if not math.isfinite(loss):
-                raise TrainingDiverged(
-                    f"train loss is {loss} at step {st.step} (tokens {st.tokens}); lower lr"
-                )
-            st.step += 1
-            st.data_position += cfg.batch_size
-            st.tokens += cfg.tokens_per_step
-            st.flops += self.flops_per_token * cfg.tokens_per_step
             window_loss += loss
             window_steps += 1
             window_tokens += cfg.tokens_per_step

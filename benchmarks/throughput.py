@@ -1,0 +1,145 @@
+"""Tokens/s of raygrow's training step vs a bare ~30-line torch loop, side by side.
+
+Both train the same model on batches of the same shape (bf16 autocast, AdamW, grad clipping).
+Blocks of steps alternate between the two so that machine noise hits both alike; the ratio is
+raygrow / bare (target >= 0.95). Writes benchmarks/results/throughput.md.
+
+    python benchmarks/throughput.py            # 4x128 and 8x256
+    python benchmarks/throughput.py --quick    # fewer steps, for CI
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import platform
+import statistics
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from raygrow.data import load_tokens
+from raygrow.flops import flops_per_token, measure_peak_flops
+from raygrow.model import ModelConfig, Transformer
+from raygrow.train.config import TrainConfig
+from raygrow.train.loop import Trainer
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def bare_loop_steps(config: ModelConfig, x: torch.Tensor, y: torch.Tensor, steps: int) -> float:
+    """The reference: the smallest honest training loop. Returns seconds for `steps` steps."""
+    torch.manual_seed(0)
+    model = Transformer(config)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    other = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.1}, {"params": other, "weight_decay": 0.0}],
+        lr=1e-3,
+        betas=(0.9, 0.95),
+        foreach=False,
+    )
+    start = time.perf_counter()
+    for _ in range(steps):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return time.perf_counter() - start
+
+
+def raygrow_steps(trainer: Trainer, steps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer.step_once()
+    return time.perf_counter() - start
+
+
+def measure(shape: str, steps: int, rounds: int, out_dir: Path) -> dict[str, float | str]:
+    model = ModelConfig.from_shape(shape)
+    config = TrainConfig(
+        model=model,
+        batch_size=16,
+        seq_len=256,
+        tokens=16 * 256 * steps * (rounds + 2),
+        eval_every_tokens=10**12,
+        out_dir=str(out_dir / shape),
+    )
+    trainer = Trainer(config, verbose=False)
+    x, y = trainer.sampler.global_batch(0, 16)
+    bare_loop_steps(model, x, y, 2)  # warm-up both paths (allocator, oneDNN kernels)
+    raygrow_steps(trainer, 2)
+    bare, ours = [], []
+    for _ in range(rounds):
+        bare.append(steps * 16 * 256 / bare_loop_steps(model, x, y, steps))
+        ours.append(steps * 16 * 256 / raygrow_steps(trainer, steps))
+    ratios = [o / b for o, b in zip(ours, bare, strict=True)]
+    tps = statistics.median(ours)
+    return {
+        "shape": shape,
+        "bare_tok_s": statistics.median(bare),
+        "raygrow_tok_s": tps,
+        "ratio": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "mfu": tps * flops_per_token(trainer.model_config, 256) / measure_peak_flops(),
+    }
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default=str(RESULTS / "throughput.md"))
+    args = parser.parse_args()
+    steps, rounds = (5, 3) if args.quick else (20, 5)
+    shapes = ["4x128"] if args.quick else ["4x128", "8x256"]
+    load_tokens("default", "byte")  # prepare/cache outside the timed region
+    tmp = Path("raygrow_runs/bench-throughput")
+    rows = [measure(s, steps, rounds, tmp) for s in shapes]
+    lines = [
+        "# Throughput: raygrow training step vs a bare torch loop",
+        "",
+        f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M UTC}",
+        f"- machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} "
+        f"threads, torch {torch.__version__}",
+        f"- commit: {git_commit()}",
+        f"- config: batch 16 x 256 tokens, bf16 autocast, AdamW, clip 1.0; {rounds} alternating "
+        f"rounds of {steps} steps per path; medians reported"
+        + (" (--quick)" if args.quick else ""),
+        f"- bf16 matmul peak measured here: {measure_peak_flops() / 1e9:.0f} GFLOP/s",
+        "",
+        "| model | bare tok/s | raygrow tok/s | ratio (median) | ratio (worst round) | MFU |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['shape']} | {r['bare_tok_s']:,.0f} | {r['raygrow_tok_s']:,.0f} | "
+            f"{r['ratio']:.3f} | {r['ratio_min']:.3f} | {r['mfu']:.2f} |"
+        )
+    lines += ["", "Target: ratio >= 0.95."]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    with contextlib.suppress(OSError):
+        for f in sorted(tmp.rglob("*"), reverse=True):
+            f.unlink() if f.is_file() else f.rmdir()
+
+
+if __name__ == "__main__":
+    main()
