@@ -69,7 +69,9 @@ def flops_to_reach(frontier: Sequence[tuple[float, float]], loss: float) -> tupl
         return frontier[0][0], "upper"
     for (c0, v0), (c1, v1) in zip(frontier, frontier[1:], strict=False):
         if v1 <= loss <= v0:
-            if v0 == v1:
+            if loss == v1:
+                return c1, "exact"  # exact hit: no rounding through log/exp
+            if loss == v0:
                 return c0, "exact"
             t = (v0 - loss) / (v0 - v1)
             return math.exp(math.log(c0) + t * (math.log(c1) - math.log(c0))), "exact"
