@@ -1,0 +1,34 @@
+"""Depth-growth spaces: G_stack (Du et al. 2024) and the 15-minute default."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from search_spaces._common import depth_params, stage
+
+
+def gstack(trial: Any) -> dict[str, Any]:
+    """When (fraction of the budget), by how much (g), with which depth operator and layer map.
+
+    Du et al. found g = 4 and an early growth point best at scale; at CPU scale both are open.
+    """
+    g = trial.suggest_categorical("g", [2, 4])
+    at = trial.suggest_float("grow_at", 0.05, 0.5, log=True)
+    operator = trial.suggest_categorical("operator", ["stack", "zero", "random"])
+    params = depth_params(trial, operator)
+    opt_policy = trial.suggest_categorical("opt_policy", ["carry", "reset"])
+    return {"stages": [stage(operator, g, at=at, params=params, opt_policy=opt_policy)]}
+
+
+def default(trial: Any) -> dict[str, Any]:
+    """The embedded default: double the depth once (g = 2) with stack / zero / random, at a
+    sampled point between 10 % and 50 % of the budget. Small enough that scratch, the shorter
+    scratch budgets, the small model and six schedules finish in about 15 minutes on 2 cores."""
+    at = trial.suggest_float("grow_at", 0.1, 0.5)
+    operator = trial.suggest_categorical("operator", ["stack", "zero", "random"])
+    params: dict[str, Any] = {}
+    if operator == "stack":
+        params["layer_map"] = trial.suggest_categorical("stack.layer_map", ["stack", "interleave"])
+    if operator == "random":
+        params["ramp_steps"] = 20
+    return {"stages": [stage(operator, 2, at=at, params=params)]}
