@@ -1,0 +1,271 @@
+"""Guidelines: speedups and validity on known curves, the timing fit on a planted power law, and
+the whole `python -m raygrow.guidelines` path on runs logged through SearchTracker."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from fixtures.mlflow_store import sqlite_store
+
+from raygrow.analysis import fit as F
+from raygrow.analysis.speedups import add_speedups, validity
+from raygrow.analysis.synthetic import Plan, log_search
+from raygrow.guidelines import main
+from raygrow.model import ModelConfig
+from raygrow.tracking import SearchTracker
+
+
+def row(arm: str, flops: float, loss: float, seed: int = 0, **kw) -> dict:
+    base = {
+        "experiment": "e",
+        "trial_id": f"{arm}-{flops:g}-{seed}",
+        "arm": arm,
+        "status_kind": "completed",
+        "seed": seed,
+        "flops": flops,
+        "val_loss": loss,
+        "budget_tokens": flops / 1e6,
+        "n_params": 1e5,
+        "growth_tokens": math.nan,
+        "factor": math.nan,
+        "operator": "none",
+        "speedup_bound": "",
+    }
+    return {**base, **kw}
+
+
+# annealed scratch at 3 budgets, 0.1 nats per doubling of compute
+SCRATCH = [row("scratch", 1e12, 2.0), row("scratch", 2e12, 1.9), row("scratch", 4e12, 1.8)]
+
+
+def test_speedup_interpolation_and_scratch_full_budget_is_one() -> None:
+    df = pd.DataFrame(
+        SCRATCH
+        + [
+            row("grown", 2e12, 1.85, budget_tokens=4e6, growth_tokens=1e5),  # half-way in log C
+            row("grown", 3.5e12, 1.75, budget_tokens=4e6, growth_tokens=2e5),  # beats all
+            row("small", 4e12, 1.95),
+        ]
+    )
+    out = add_speedups(df).set_index("trial_id")
+    assert out.at["scratch-4e+12-0", "speedup_vs_scratch"] == 1.0  # exactly
+    assert out.at["scratch-1e+12-0", "speedup_vs_scratch"] == 1.0
+    grown = out.loc["grown-2e+12-0"]
+    assert grown["speedup_vs_scratch"] == pytest.approx(math.sqrt(2))
+    assert grown["scratch_flops_at_loss"] == pytest.approx(2e12 * math.sqrt(2))
+    assert grown["speedup_bound"] == "exact"
+    assert grown["speedup_basis"] == "paired (seed 0)"
+    beyond = out.loc["grown-3.5e+12-0"]
+    assert (beyond["speedup_bound"], beyond["speedup_vs_scratch"]) == ("lower", 4 / 3.5)
+    # the small model: 1.95 is half-way between 1e12 and 2e12 -> sqrt(2)e12 / 4e12
+    assert out.at["small-4e+12-0", "speedup_vs_scratch"] == pytest.approx(math.sqrt(2) / 4)
+
+
+def test_seed_pairing_and_pooling() -> None:
+    s1 = [row("scratch", f, v + 0.02, seed=1) for f, v in ((1e12, 2.0), (2e12, 1.9), (4e12, 1.8))]
+    df = pd.DataFrame(
+        SCRATCH
+        + s1
+        + [
+            row("grown", 2e12, 1.87, seed=1, growth_tokens=1),
+            row("grown", 2e12, 1.86, seed=7, growth_tokens=1),  # no scratch with seed 7
+        ]
+    )
+    out = add_speedups(df).set_index("trial_id")
+    paired = out.loc["grown-2e+12-1"]
+    assert paired["speedup_basis"] == "paired (seed 1)"
+    assert paired["speedup_vs_scratch"] == pytest.approx(math.sqrt(2))  # 1.87 = mid of 1.92/1.82
+    pooled = out.loc["grown-2e+12-7"]
+    assert pooled["speedup_basis"] == "pooled (2 seeds)"  # seed-mean frontier 2.01/1.91/1.81
+    assert pooled["speedup_vs_scratch"] == pytest.approx(math.sqrt(2))
+    assert out.at["scratch-4e+12-1", "speedup_vs_scratch"] == 1.0
+
+
+def test_validity_margin_vs_seed_noise() -> None:
+    single = pd.DataFrame(SCRATCH + [row("small", 4e12, 1.83)])
+    v = validity(single).iloc[0]
+    assert v["valid"] and v["note"] == "single seed" and v["margin"] == pytest.approx(0.03)
+    seeds = pd.DataFrame(
+        [row("scratch", 4e12, 1.80, seed=0), row("scratch", 4e12, 1.81, seed=1)]
+        + [row("small", 4e12, 1.83, seed=0), row("small", 4e12, 1.86, seed=1)]
+    )
+    v = validity(seeds).iloc[0]
+    noise = np.std([1.83, 1.86], ddof=1)
+    assert v["seed_noise"] == pytest.approx(noise)
+    assert v["margin"] == pytest.approx(0.04)
+    assert v["valid"] == (0.04 > 2 * noise)
+    assert not validity(pd.DataFrame(SCRATCH)).iloc[0]["valid"]  # no small arm: unknown
+
+
+def synthetic_groups(truth: dict, form: str, noise: float, seed: int = 0) -> pd.DataFrame:
+    """Trials whose seed-mean speedup peaks (as a parabola in log10 d) at the planted d*."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for n in (1e6, 4e6, 1.6e7):
+        for tok_per_param in (20, 80, 320):
+            budget = n * tok_per_param
+            c = 6 * n * budget
+            x = {"a": math.log10(n), "c": 1.0}
+            x["b"] = 1 / math.log10(c) if form == "gstack" else math.log10(c)
+            log_d_star = sum(truth[k] * x[k] for k in "abc") + rng.normal(0, noise)
+            for offset in (-0.6, -0.3, 0.0, 0.3, 0.6):
+                for s in range(3):
+                    sp = 1.5 - 0.5 * (offset - rng.uniform(-0.05, 0.05)) ** 2
+                    rows.append(
+                        row("grown", 1e12, 1.0, seed=s, n_params=n, budget_tokens=budget,
+                            growth_tokens=10 ** (log_d_star + offset),
+                            speedup_vs_scratch=sp + rng.normal(0, 0.003))
+                    )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize(
+    ("form", "truth"),
+    [("gstack", {"a": 0.88, "b": 40.0, "c": -4.0}), ("powerlaw", {"a": 0.6, "b": 0.3, "c": -3.5})],
+)
+def test_fit_recovers_a_planted_power_law(form: str, truth: dict) -> None:
+    groups = F.timing_groups(synthetic_groups(truth, form, noise=0.01))
+    assert len(groups) == 9
+    res = F.fit_timing(groups, form=form, n_boot=200)
+    assert res.ok, res.note
+    assert res.coef["a"] == pytest.approx(truth["a"], abs=0.05)
+    assert res.ci["a"][0] - 0.02 <= truth["a"] <= res.ci["a"][1] + 0.02
+    tol_b = 6.0 if form == "gstack" else 0.05  # 1/log10 C spans little: b is loosely determined
+    assert res.coef["b"] == pytest.approx(truth["b"], abs=tol_b)
+    assert res.ci["a"][0] < res.coef["a"] < res.ci["a"][1]
+    table = res.table()
+    assert list(table["fitted"]) == [True, True, True]
+    if form == "gstack":
+        assert list(table["gstack"]) == [0.88, 163.27, -5.74]
+
+
+def test_optimal_timing_parabola_and_edges() -> None:
+    x = np.log10([1e4, 2e4, 4e4, 8e4])
+    true = math.log10(3e4)
+    y = 2 - (x - true) ** 2
+    d, edge, k = F.optimal_timing(x, y)
+    assert (edge, k) == (False, 4) and d == pytest.approx(true)
+    d, edge, _ = F.optimal_timing(x, x)  # increasing: best at the last timing, a bound
+    assert edge and d == pytest.approx(x[-1])
+
+
+def test_too_few_groups_says_so_instead_of_fitting() -> None:
+    truth = {"a": 0.88, "b": 40.0, "c": -4.0}
+    df = synthetic_groups(truth, "gstack", 0.0)
+    two = df[df["n_params"].isin([1e6]) & df["budget_tokens"].isin([2e7, 8e7])]
+    res = F.fit_timing(F.timing_groups(two), n_boot=10)
+    assert not res.ok and "Too few runs" in res.note and res.coef == {}
+    # one target size, three budgets: the N exponent is left out, and said so
+    one_n = df[df["n_params"] == 1e6]
+    res = F.fit_timing(F.timing_groups(one_n), n_boot=10)
+    assert res.ok and "a" not in res.coef and "not identifiable" in res.note
+    assert F.gstack_timing(7e9, 6 * 7e9 * 2e12) == pytest.approx(11.11e9, rel=2e-3)
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, int]]:
+    """Three small synthetic searches (different N and budget) in one SQLite store."""
+    uri = sqlite_store(tmp_path_factory.mktemp("guidelines") / "store")
+    counts = {}
+    plans = {
+        "s-2x64": Plan(ModelConfig(n_layers=2, d_model=64, n_heads=2), 1_000_000, 0.15),
+        "s-4x64": Plan(ModelConfig(n_layers=4, d_model=64, n_heads=2), 3_000_000, 0.2),
+        "s-4x96": Plan(ModelConfig(n_layers=4, d_model=96, n_heads=2), 2_000_000, 0.1),
+    }
+    for i, (name, plan) in enumerate(plans.items()):
+        runs = log_search(
+            SearchTracker(uri, name), plan, seeds=(0,), timings=(0.05, 0.15, 0.4),
+            scratch_budgets=(0.5, 1.0), n_evals=4, stopped=int(i == 0), rng_seed=i,
+        )  # fmt: skip
+        counts[name] = len(runs)
+    return uri, counts
+
+
+def test_guidelines_cli_on_one_search_tables_plots_and_too_few(logged, tmp_path: Path) -> None:
+    uri, counts = logged
+    out = tmp_path / "g1"
+    assert main(["--experiment", "s-2x64", "--tracking-uri", uri, "--out", str(out),
+                 "--bootstrap", "50"]) == 0  # fmt: skip
+    for name in ("trials", "validity", "timing_groups", "timing_fit", "factors", "operators"):
+        for ext in ("csv", "parquet", "md"):
+            assert (out / f"{name}.{ext}").stat().st_size > 0, (name, ext)
+    assert (out / "validity.tex").exists()
+    for png in ("loss_vs_flops_s-2x64", "speedup_heatmap_s-2x64", "timing_fit"):
+        assert (out / "plots" / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
+    trials = pd.read_csv(out / "trials.csv")
+    assert len(trials) == counts["s-2x64"] == 2 + 1 + 3
+    expected = [
+        "experiment",
+        "trial_id",
+        "run_id",
+        "arm",
+        "status",
+        "seed",
+        "operator",
+        "factor",
+        "growth_tokens",
+        "budget_tokens",
+        "n_params",
+        "c_6nd",
+        "flops",
+        "val_loss",
+        "speedup_vs_scratch",
+        "speedup_bound",
+        "speedup_basis",
+        "params.operator",
+    ]
+    assert set(expected) <= set(trials.columns)
+    assert sorted(trials["arm"]) == ["grown"] * 3 + ["scratch"] * 2 + ["small"]
+    assert (trials["status"].str.startswith("stopped by ASHA")).sum() == 1
+    full = trials[(trials["arm"] == "scratch") & (trials["budget_tokens"] == 1_000_000)]
+    assert full["speedup_vs_scratch"].tolist() == [1.0]  # exactly
+    grown = trials[trials["arm"] == "grown"].sort_values("growth_tokens")
+    assert grown["growth_tokens"].tolist() == [50_000, 150_000, 400_000]  # from growth events
+    assert set(grown["factor"]) == {2.0} and set(grown["operator"]) == {"stack"}
+    # Parquet keeps the curves as list columns; the long table has every point
+    pt = pq.read_table(out / "trials.parquet")
+    assert pa.types.is_list(pt.schema.field("curve_flops").type)
+    curves = pd.read_csv(out / "curves.csv")
+    assert len(curves) == sum(len(c) for c in pt.column("curve_val_loss").to_pylist())
+    # one (N, C) group: no fit, and the report says so without inventing numbers
+    md = (out / "guidelines.md").read_text()
+    assert "Too few runs to fit the timing guideline" in md
+    assert "N exponent a =" not in md
+    fit = pd.read_csv(out / "timing_fit.csv")
+    assert not fit["fitted"].any()
+    groups = pd.read_csv(out / "timing_groups.csv")
+    assert len(groups) == 1 and groups["gstack_d_over_budget"].iloc[0] > 1000  # far outside
+
+
+def test_guidelines_cli_on_three_searches_fits(logged, tmp_path: Path, capsys) -> None:
+    uri, counts = logged
+    out = tmp_path / "g3"
+    args = ["--tracking-uri", uri, "--out", str(out), "--bootstrap", "100"]
+    for exp in counts:
+        args += ["--experiment", exp]
+    assert main(args) == 0
+    assert "timing fit (gstack): a=" in capsys.readouterr().out
+    assert len(pd.read_parquet(out / "trials.parquet")) == sum(counts.values())
+    fit = pd.read_csv(out / "timing_fit.csv")
+    assert fit["fitted"].all() and fit["n_groups"].iloc[0] == 3
+    assert (fit["ci_low"] <= fit["coef"]).all() and (fit["coef"] <= fit["ci_high"]).all()
+    md = (out / "guidelines.md").read_text()
+    assert "N exponent a =" in md and "vs G_stack's 0.88" in md
+    assert len(pd.read_csv(out / "validity.csv")) == 3
+
+
+def test_guidelines_cli_bad_input_exits_2(logged, tmp_path: Path, capsys) -> None:
+    uri, _ = logged
+    with pytest.raises(SystemExit) as exc:
+        main(["--experiment", "nope", "--tracking-uri", uri, "--out", str(tmp_path)])
+    assert exc.value.code == 2
+    assert "experiment 'nope' not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["--experiment", "x", "--tracking-uri", f"sqlite:///{tmp_path}/none.db"])
+    assert exc.value.code == 2
