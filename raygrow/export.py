@@ -1,0 +1,295 @@
+"""`python -m raygrow.export`: a trial's final (grown) model as a `transformers` Llama checkpoint.
+
+    python -m raygrow.export --run-id ID [--tracking-uri URI] [--out DIR] [--dtype float32]
+    python -m raygrow.export --checkpoint PATH [--out DIR]
+
+Writes `model.safetensors` (Hugging Face Llama names), `config.json` (`LlamaForCausalLM` loads
+the folder with `from_pretrained`) and `raygrow_export.json` (provenance: run, checkpoint, step,
+tokens, FLOPs, growth history, the name mapping).
+
+Where the checkpoint comes from (`--run-id`): the run's tag `raygrow.checkpoint_path`, else tag
+or param `checkpoint_path` (a checkpoint file, or a run's checkpoints folder whose newest
+ckpt-*.pt is used), else the run's artifacts `checkpoints/` (see
+`raygrow.tracking.checkpoint_of_run`). `--checkpoint PATH` skips MLflow entirely.
+
+Name mapping (raygrow FQN -> transformers LlamaForCausalLM):
+
+    tok_embeddings.weight          model.embed_tokens.weight
+    layers.{i}.attn.wq.weight      model.layers.{i}.self_attn.q_proj.weight
+    layers.{i}.attn.wk.weight      model.layers.{i}.self_attn.k_proj.weight
+    layers.{i}.attn.wv.weight      model.layers.{i}.self_attn.v_proj.weight
+    layers.{i}.attn.wo.weight      model.layers.{i}.self_attn.o_proj.weight
+    layers.{i}.attn_norm.weight    model.layers.{i}.input_layernorm.weight
+    layers.{i}.mlp_norm.weight     model.layers.{i}.post_attention_layernorm.weight
+    layers.{i}.mlp.w_gate.weight   model.layers.{i}.mlp.gate_proj.weight
+    layers.{i}.mlp.w_up.weight     model.layers.{i}.mlp.up_proj.weight
+    layers.{i}.mlp.w_down.weight   model.layers.{i}.mlp.down_proj.weight
+    norm.weight                    model.norm.weight
+    output.weight                  lm_head.weight   (absent when tied: tie_word_embeddings=true)
+
+No permutation is needed: raygrow's RoPE already uses the "rotate half" layout of HF Llama, and
+its RMSNorm (fp32 normalisation, then weight) and SwiGLU (silu) match LlamaRMSNorm / LlamaMLP.
+A checkpoint taken while an MSG-style branch ramp is still running (block outputs scaled by
+s < 1) is exported with s folded into that block's o_proj and down_proj, which is exact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from raygrow.errors import ConfigError, cli_entry
+from raygrow.model import ModelConfig, build_model
+
+_LAYER_MAP = {
+    "attn.wq.weight": "self_attn.q_proj.weight",
+    "attn.wk.weight": "self_attn.k_proj.weight",
+    "attn.wv.weight": "self_attn.v_proj.weight",
+    "attn.wo.weight": "self_attn.o_proj.weight",
+    "attn_norm.weight": "input_layernorm.weight",
+    "mlp_norm.weight": "post_attention_layernorm.weight",
+    "mlp.w_gate.weight": "mlp.gate_proj.weight",
+    "mlp.w_up.weight": "mlp.up_proj.weight",
+    "mlp.w_down.weight": "mlp.down_proj.weight",
+}
+_GLOBAL_MAP = {
+    "tok_embeddings.weight": "model.embed_tokens.weight",
+    "norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+}
+_INV_LAYER = {v: k for k, v in _LAYER_MAP.items()}
+_INV_GLOBAL = {v: k for k, v in _GLOBAL_MAP.items()}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def hf_name(fqn: str) -> str:
+    """raygrow FQN -> transformers Llama parameter name."""
+    if fqn in _GLOBAL_MAP:
+        return _GLOBAL_MAP[fqn]
+    m = re.fullmatch(r"layers\.(\d+)\.(.+)", fqn)
+    if m and m.group(2) in _LAYER_MAP:
+        return f"model.layers.{m.group(1)}.{_LAYER_MAP[m.group(2)]}"
+    raise KeyError(f"no transformers name for raygrow parameter {fqn!r}")
+
+
+def raygrow_name(name: str) -> str:
+    """transformers Llama parameter name -> raygrow FQN (inverse of `hf_name`)."""
+    if name in _INV_GLOBAL:
+        return _INV_GLOBAL[name]
+    m = re.fullmatch(r"model\.layers\.(\d+)\.(.+)", name)
+    if m and m.group(2) in _INV_LAYER:
+        return f"layers.{m.group(1)}.{_INV_LAYER[m.group(2)]}"
+    raise KeyError(f"no raygrow name for transformers parameter {name!r}")
+
+
+def to_hf_state(
+    model_state: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32
+) -> dict[str, torch.Tensor]:
+    """Rename to HF Llama names (contiguous, own storage: safetensors refuses shared tensors)."""
+    return {hf_name(k): v.detach().to(dtype).contiguous().clone() for k, v in model_state.items()}
+
+
+def from_hf_state(hf_state: dict[str, torch.Tensor], tied: bool) -> dict[str, torch.Tensor]:
+    """HF Llama names -> raygrow FQNs (drops a tied lm_head that some savers include)."""
+    out = {}
+    for name, tensor in hf_state.items():
+        if tied and name == "lm_head.weight":
+            continue
+        out[raygrow_name(name)] = tensor
+    return out
+
+
+def hf_config(config: ModelConfig, dtype: str = "float32") -> dict[str, Any]:
+    """`config.json` for `transformers.LlamaConfig` / `LlamaForCausalLM`."""
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.d_model,
+        "intermediate_size": config.ff_dim,
+        "num_hidden_layers": config.n_layers,
+        "num_attention_heads": config.n_heads,
+        "num_key_value_heads": config.kv_heads,
+        "head_dim": config.head_dim,
+        "hidden_act": "silu",
+        "max_position_embeddings": config.max_seq_len,
+        "initializer_range": config.init_std,
+        "rms_norm_eps": config.norm_eps,
+        "rope_theta": config.rope_theta,
+        "rope_scaling": None,
+        "tie_word_embeddings": config.tie_embeddings,
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "mlp_bias": False,
+        "pretraining_tp": 1,
+        "use_cache": True,
+        "bos_token_id": None,
+        "eos_token_id": None,
+        "pad_token_id": None,
+        "torch_dtype": dtype,
+    }
+
+
+def branch_scales(state: Any) -> dict[int, float]:
+    """Residual-branch scales < 1 still active at the checkpoint's step (MSG ramps).
+
+    Mirrors the training loop's `_apply_directives`: for every growth event with
+    `directives.branch_ramps`, scale = min(1, (step - event step) / ramp steps); later events win.
+    """
+    scales: dict[int, float] = {}
+    for event in state.growth_history:
+        for ramp in (event.get("directives") or {}).get("branch_ramps", []):
+            scale = min(1.0, (state.step - event["step"]) / max(1, ramp["steps"]))
+            for i in ramp["layers"]:
+                if i < state.model_config.n_layers:
+                    scales[int(i)] = float(scale)
+    return {i: s for i, s in scales.items() if s < 1.0}
+
+
+def fold_branch_scales(
+    model_state: dict[str, torch.Tensor], scales: dict[int, float]
+) -> dict[str, torch.Tensor]:
+    """x + s·attn(·) == x + attn(·) with o_proj scaled by s (same for the MLP's down_proj)."""
+    out = dict(model_state)
+    for i, s in scales.items():
+        for key in (f"layers.{i}.attn.wo.weight", f"layers.{i}.mlp.w_down.weight"):
+            out[key] = out[key] * s
+    return out
+
+
+def export_state(
+    state: Any, out_dir: str | Path, dtype: str = "float32", provenance: dict | None = None
+) -> dict[str, Any]:
+    """Write model.safetensors + config.json + raygrow_export.json for a TrainState."""
+    from safetensors.torch import save_file
+
+    if dtype not in DTYPES:
+        raise ConfigError(f"--dtype {dtype!r} not in {sorted(DTYPES)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config: ModelConfig = state.model_config
+    scales = branch_scales(state)
+    model_state = fold_branch_scales(state.model_state, scales)
+    save_file(to_hf_state(model_state, DTYPES[dtype]), out / "model.safetensors", {"format": "pt"})
+    (out / "config.json").write_text(json.dumps(hf_config(config, dtype), indent=2) + "\n")
+    info = {
+        **(provenance or {}),
+        "step": state.step,
+        "tokens": state.tokens,
+        "flops": state.flops,
+        "model_config": config.to_dict(),
+        "n_params": config.n_params(),
+        "tokenizer": state.train_config.get("tokenizer", "byte"),
+        "growth_history": [
+            {k: e.get(k) for k in ("operator", "step", "tokens", "flops", "stage", "params")}
+            for e in state.growth_history
+        ],
+        "folded_branch_scales": {str(i): s for i, s in scales.items()},
+        "name_map": {k: hf_name(k) for k in model_state},
+    }
+    (out / "raygrow_export.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+    return info
+
+
+def load_export(out_dir: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """Read an export back into raygrow (config + FQN state); the inverse of `export_state`."""
+    from safetensors.torch import load_file
+
+    out = Path(out_dir)
+    cfg = json.loads((out / "config.json").read_text())
+    config = ModelConfig(
+        n_layers=cfg["num_hidden_layers"],
+        d_model=cfg["hidden_size"],
+        n_heads=cfg["num_attention_heads"],
+        n_kv_heads=cfg["num_key_value_heads"],
+        d_ff=cfg["intermediate_size"],
+        vocab_size=cfg["vocab_size"],
+        max_seq_len=cfg["max_position_embeddings"],
+        rope_theta=cfg["rope_theta"],
+        norm_eps=cfg["rms_norm_eps"],
+        tie_embeddings=cfg["tie_word_embeddings"],
+        init_std=cfg.get("initializer_range", 0.02),
+    )
+    state = from_hf_state(load_file(out / "model.safetensors"), config.tie_embeddings)
+    return config, {k: v.float() for k, v in state.items()}
+
+
+@torch.no_grad()
+def verify_export(state: Any, out_dir: str | Path, seq: int = 16) -> float:
+    """max |logits| difference between the checkpoint's model and the re-read export."""
+    scales = branch_scales(state)
+    ours = build_model(state.model_config, state.model_state).eval()
+    for i, s in scales.items():
+        ours.layers[i].branch_scale = s
+    config, exported = load_export(out_dir)
+    theirs = build_model(config, exported).eval()
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.randint(0, config.vocab_size, (2, min(seq, config.max_seq_len)), generator=gen)
+    return float((ours(idx) - theirs(idx)).abs().max())
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m raygrow.export", description=__doc__.split("\n")[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run-id", help="MLflow run id of a trial")
+    src.add_argument("--checkpoint", help="a raygrow checkpoint file or checkpoints folder")
+    p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI)")
+    p.add_argument("--out", help="output folder (default ./raygrow_runs/exports/<run or ckpt>)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    p.add_argument(
+        "--no-verify", action="store_true", help="skip the logits round-trip check (float32)"
+    )
+    return p.parse_args(argv)
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    import os
+
+    from raygrow.train.state import load_checkpoint
+
+    args = parse_args(argv)
+    provenance: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="raygrow-export-") as tmp:
+        if args.run_id:
+            uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+            if not uri:
+                raise ConfigError(
+                    "--run-id needs the store: pass --tracking-uri sqlite:////abs/path/mlflow.db "
+                    "(or set MLFLOW_TRACKING_URI)"
+                )
+            from raygrow.tracking import SearchTracker, checkpoint_of_run
+
+            SearchTracker.check_reachable(uri)
+            path = checkpoint_of_run(uri, args.run_id, tmp)
+            provenance.update(run_id=args.run_id, tracking_uri=uri)
+        else:
+            path = Path(args.checkpoint)
+        state = load_checkpoint(path)
+        provenance["checkpoint"] = str(path)
+        name = args.run_id or Path(path).stem
+        out = Path(args.out or Path("raygrow_runs") / "exports" / name)
+        info = export_state(state, out, args.dtype, provenance)
+    cfg = state.model_config
+    print(
+        f"exported {cfg.shape} ({info['n_params']:,} params, {len(state.growth_history)} growth "
+        f"events, step {state.step}) -> {out.resolve()}"
+    )
+    if not args.no_verify and args.dtype == "float32":
+        diff = verify_export(state, out)
+        print(f"round-trip check: max |logits diff| = {diff:.2e}")
+        if diff > 1e-4:
+            print("round-trip check FAILED", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
