@@ -27,6 +27,15 @@ class CheckpointError(ConfigError):
 F = TypeVar("F", bound=Callable[..., int | None])
 
 
+def _program_name(fn: Callable[..., object]) -> str:
+    """`raygrow.train` for a main run as `python -m raygrow.train` (module name is __main__)."""
+    module = fn.__module__
+    if module == "__main__":
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        module = spec.name if spec is not None else "raygrow"
+    return module.removesuffix(".__main__")
+
+
 def cli_entry(fn: F) -> F:
     """Wrap a CLI `main` so that ConfigError becomes one stderr line and exit code 2."""
 
@@ -35,7 +44,7 @@ def cli_entry(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except ConfigError as exc:
-            prog = fn.__module__.removesuffix(".__main__")
+            prog = _program_name(fn)
             print(f"{prog}: error: {exc}", file=sys.stderr)
             raise SystemExit(EXIT_BAD_INPUT) from None
 

@@ -48,10 +48,13 @@ def measure_peak_flops(dtype: torch.dtype = torch.bfloat16, device: str = "cpu")
         b = torch.randn(n, n, device=device, dtype=dtype)
         for _ in range(2):
             a @ b
-        reps, start = 8, time.perf_counter()
-        for _ in range(reps):
-            a @ b
-        if device != "cpu":
-            torch.cuda.synchronize()
-        _PEAK_CACHE[key] = 2 * n**3 * reps / (time.perf_counter() - start)
+        best = 0.0
+        for _ in range(5):  # best of 5: the machine is shared, the peak is the least-disturbed
+            reps, start = 4, time.perf_counter()
+            for _ in range(reps):
+                a @ b
+            if device != "cpu":
+                torch.cuda.synchronize()
+            best = max(best, 2 * n**3 * reps / (time.perf_counter() - start))
+        _PEAK_CACHE[key] = best
     return _PEAK_CACHE[key]

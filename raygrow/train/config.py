@@ -40,7 +40,8 @@ class TrainConfig:
     """Model to train; with a growth schedule, the schedule's start model is used instead."""
     data: str = "default"
     """`default` (embedded corpus), a prepared shard folder, or any `raygrow.data` source."""
-    tokenizer: str = "byte"
+    tokenizer: str | None = None
+    """`byte` or `bpe:V`; None = byte for raw text, the manifest's tokenizer for a shard folder."""
     seq_len: int = 256
     batch_size: int = 16
     """Global batch in sequences per optimizer step, fixed regardless of the number of workers."""

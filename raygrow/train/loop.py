@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +27,6 @@ from raygrow.errors import CheckpointError, ConfigError
 from raygrow.flops import flops_per_token, measure_peak_flops
 from raygrow.growth import GrowthState, grow
 from raygrow.model import ModelConfig, Transformer, build_model
-from raygrow.schedule import GrowthSchedule
 from raygrow.train.config import TrainConfig
 from raygrow.train.dist import DistContext, resolve_device
 from raygrow.train.lr import LRSchedule, LRState, apply_lr_policy
@@ -40,6 +39,9 @@ from raygrow.train.state import (
     prune_checkpoints,
     save_checkpoint,
 )
+
+if TYPE_CHECKING:
+    from raygrow.schedule import GrowthSchedule
 
 LN2 = math.log(2.0)
 
@@ -117,7 +119,7 @@ class Trainer:
         self.sampler = BatchSampler(self.data.train, config.seq_len, config.seed)
         vx, vy = val_windows(self.data.val, config.seq_len, config.eval_windows)
         self.val_x, self.val_y = vx, vy
-        self.bytes_per_token = self.data.bytes_per_token
+        self.bytes_per_token = self.data.bytes_per_token("val")
         self.lr_schedule = LRSchedule(
             peak=config.lr,
             total_steps=config.total_steps,

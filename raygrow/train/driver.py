@@ -1,0 +1,344 @@
+"""Ray Train (V2) driver: the training loop on N DDP workers, with fault tolerance.
+
+    from raygrow.train.driver import run_distributed
+    result = run_distributed(config, schedule, num_workers=2)   # what `--workers 2` runs
+
+`build_trainer(...)` returns the `TorchTrainer` without running it, for callers that add
+callbacks, e.g. a Tune function trainable (Train V2's TorchTrainer cannot itself be a Tune
+trainable)::
+
+    def trial(tune_config):
+        trainer = build_trainer(config, schedule, num_workers=2, use_gpu=False,
+                                storage_path=STORAGE, name=f"train-{trial_id}",
+                                callbacks=[ray.tune.integration.ray_train.TuneReportCallback()])
+        trainer.fit()
+
+Layout: the loop writes `out_dir/metrics.jsonl` and `out_dir/checkpoints/` as in a
+single-process run; Ray Train keeps its run state under `storage_path/name/` (default
+`out_dir/ray/train-<hash>/`), where each reported checkpoint is a folder holding a hard link
+to the loop's checkpoint file. The run name is a hash of the trajectory settings and the
+schedule, so re-running the same command after a crash resumes from the last checkpoint, and
+a changed config starts a new run.
+
+Start-up cost: a TorchTrainer run starts new processes for its controller and workers
+(about 10 s here) besides `ray.init` (5-10 s). `run_distributed` reuses an existing Ray
+connection (call `ray.init` once per process and run many trainings), the token data is put
+in the object store once per driver process and shared by the workers, and `FAST_START_ENV`
+tightens Train's polling (the default 2 s poll adds 2-4 s at the end of every run and throttles
+reports). See `benchmarks/overhead.py`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import socket
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from raygrow.errors import ConfigError
+from raygrow.train.config import TRAJECTORY_FIELDS, TrainConfig
+from raygrow.train.worker import checkpoint_file, train_fn_per_worker
+
+if TYPE_CHECKING:
+    from ray.train.torch import TorchTrainer
+
+    from raygrow.schedule import GrowthSchedule
+
+DEFAULT_MAX_FAILURES = 2
+API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"
+
+FAST_START_ENV = {
+    # Controller polls the workers every 2 s by default: every run then ends 2-4 s after the
+    # last report, and a report blocks until the previous one has been polled.
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25",
+    # No preemption watcher and Train metrics exporters (one fewer thread/actor per run).
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    "RAY_TRAIN_METRICS_ENABLED": "0",
+}
+"""Environment for faster Ray Train start/stop; set (unless already set) by `build_trainer`."""
+
+_DATA_REFS: dict[tuple[str, str], Any] = {}
+
+
+def apply_fast_start_env() -> None:
+    """Export `FAST_START_ENV` (values the user already set win); Train propagates them."""
+    for key, value in FAST_START_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_ray(**init_kwargs: Any) -> None:
+    """`ray.init` for raygrow: join `RAY_ADDRESS`/`address=` if given, else a private instance.
+
+    A new local instance gets a fixed dashboard port, exported as `RAY_API_SERVER_ADDRESS`
+    before the start so that every Ray process inherits it: the State API (which Train's
+    placement-group cleaner polls from its own actor) then queries this instance, even when
+    other Ray instances run on the machine (auto-detection would fail, or find another's).
+    The dashboard stays on: without the State API a stopped run leaks its placement group.
+    """
+    import ray
+
+    init_kwargs.setdefault("include_dashboard", True)
+    if init_kwargs.get("address", os.environ.get("RAY_ADDRESS")) not in (None, "", "local"):
+        ray.init(**init_kwargs)
+        return
+    port = init_kwargs.setdefault("dashboard_port", _free_port())
+    os.environ[API_SERVER_ENV] = f"http://127.0.0.1:{port}"
+    init_kwargs["address"] = "local"
+    ray.init(**init_kwargs)
+
+
+@contextlib.contextmanager
+def ray_session(**init_kwargs: Any) -> Iterator[None]:
+    """Ray connected for the block: the current connection, else `start_ray` + shutdown."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    saved = os.environ.get(API_SERVER_ENV)
+    start_ray(**init_kwargs)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        if saved is None:
+            os.environ.pop(API_SERVER_ENV, None)
+        else:
+            os.environ[API_SERVER_ENV] = saved
+
+
+def run_name(config: TrainConfig, schedule: GrowthSchedule | None) -> str:
+    """Deterministic Train run name: same trajectory settings + schedule -> same name."""
+    cfg = config.to_dict()
+    key = {name: cfg[name] for name in TRAJECTORY_FIELDS}
+    key["model"] = cfg["model"]
+    key["schedule"] = schedule.to_dict() if schedule is not None else None
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+    return f"train-{digest[:12]}"
+
+
+def validate_scaling(
+    config: TrainConfig, *, num_workers: int, use_gpu: bool, cpus_per_worker: float
+) -> dict[str, float]:
+    """Check the request against the connected cluster; return resources per worker."""
+    import ray
+
+    if num_workers < 1:
+        raise ConfigError(f"num_workers={num_workers} must be >= 1; use --workers 1 or more")
+    if cpus_per_worker <= 0:
+        raise ConfigError(f"cpus_per_worker={cpus_per_worker} must be > 0")
+    if config.batch_size % num_workers:
+        raise ConfigError(
+            f"batch_size={config.batch_size} is not divisible by {num_workers} workers; "
+            "pick a batch size that is a multiple of the worker count"
+        )
+    per_rank = config.batch_size // num_workers
+    if config.micro_batch_size and per_rank % config.micro_batch_size:
+        raise ConfigError(
+            f"micro_batch_size={config.micro_batch_size} does not divide the per-worker batch "
+            f"{per_rank} ({config.batch_size} / {num_workers} workers); pick a divisor"
+        )
+    if not use_gpu and config.device != "auto" and config.device != "cpu":
+        raise ConfigError(
+            f"device={config.device} with Ray workers needs --use-gpu (workers get their GPU "
+            "from Ray); add --use-gpu or use --device cpu"
+        )
+    cluster = ray.cluster_resources()
+    cpus = cluster.get("CPU", 0.0)
+    if num_workers * cpus_per_worker > cpus:
+        need, most = num_workers * cpus_per_worker, int(cpus // cpus_per_worker)
+        raise ConfigError(
+            f"{num_workers} workers x {cpus_per_worker:g} CPU need {need:g} CPUs but the Ray "
+            f"cluster has {cpus:g}; use --workers {most} or fewer, or add nodes"
+        )
+    resources = {"CPU": float(cpus_per_worker)}
+    if use_gpu:
+        gpus = cluster.get("GPU", 0.0)
+        if gpus < num_workers:
+            raise ConfigError(
+                f"--use-gpu with {num_workers} workers needs {num_workers} GPUs but the Ray "
+                f"cluster has {gpus:g}; drop --use-gpu or connect to a cluster with GPUs"
+            )
+        resources["GPU"] = 1.0
+    return resources
+
+
+def shared_data_ref(config: TrainConfig) -> Any:
+    """The run's token data in the object store, put once per driver process.
+
+    Workers `ray.get` it (zero-copy numpy views on the same node) instead of each opening and
+    verifying the shards; a raw source is also prepared only once, here, not by every worker.
+    """
+    import ray
+
+    from raygrow.data import load_tokens
+
+    key = (config.data, config.tokenizer)
+    if key not in _DATA_REFS:
+        _DATA_REFS[key] = ray.put(load_tokens(config.data, config.tokenizer))
+    return _DATA_REFS[key]
+
+
+def check_resume(config: TrainConfig, schedule: GrowthSchedule | None, resume: str | Path) -> Path:
+    """Fail before training if `resume` is missing or was made by a different trajectory."""
+    from raygrow.errors import CheckpointError
+    from raygrow.train.state import load_checkpoint
+
+    path = Path(resume).resolve()
+    state = load_checkpoint(path)
+    bad = config.trajectory_mismatch(state.train_config)
+    if bad:
+        raise CheckpointError(
+            f"checkpoint {resume} was made with different {', '.join(bad)}; resume with the "
+            "original settings or start a new run"
+        )
+    if (state.schedule or None) != (schedule.to_dict() if schedule else None):
+        raise CheckpointError(
+            f"checkpoint {resume} was made with a different growth schedule; pass the same "
+            "--schedule"
+        )
+    return path
+
+
+def build_trainer(
+    config: TrainConfig,
+    schedule: GrowthSchedule | None = None,
+    *,
+    num_workers: int,
+    use_gpu: bool = False,
+    storage_path: str | None = None,
+    name: str | None = None,
+    max_failures: int = DEFAULT_MAX_FAILURES,
+    callbacks: Sequence[Any] = (),
+    resume: str | Path | None = None,
+    cpus_per_worker: float = 1,
+    share_data: bool = True,
+    verbose: bool = True,
+) -> TorchTrainer:
+    """A ready-to-`fit()` TorchTrainer running `raygrow.train.loop` on `num_workers` ranks.
+
+    Needs a Ray connection (started here if absent). Validates the scaling request against
+    the cluster first (`ConfigError` naming the fix). `storage_path` defaults to
+    `<out_dir>/ray`, `name` to `run_name(config, schedule)`; keep both fixed to make a
+    re-submitted run resume from its last checkpoint. `callbacks` go to `RunConfig`
+    (e.g. Tune's `TuneReportCallback`).
+    """
+    import ray
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    if not ray.is_initialized():
+        start_ray()
+    resources = validate_scaling(
+        config, num_workers=num_workers, use_gpu=use_gpu, cpus_per_worker=cpus_per_worker
+    )
+    apply_fast_start_env()
+    out_dir = Path(config.out_dir).resolve()  # workers run in another working directory
+    if storage_path is None:
+        storage_path = str(out_dir / "ray")
+    elif "://" not in storage_path:
+        storage_path = str(Path(storage_path).resolve())
+    spec = {
+        "config": config.replace(out_dir=str(out_dir)).to_dict(),
+        "schedule": schedule.to_dict() if schedule is not None else None,
+        "use_gpu": use_gpu,
+        "threads": max(1, int(cpus_per_worker)),
+        "resume": str(check_resume(config, schedule, resume)) if resume else None,
+        "data": shared_data_ref(config) if share_data else None,
+        "verbose": verbose,
+    }
+    return TorchTrainer(
+        train_fn_per_worker,
+        train_loop_config=spec,
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources
+        ),
+        run_config=ray.train.RunConfig(
+            name=name or run_name(config, schedule),
+            storage_path=storage_path,
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.keep_checkpoints),
+            callbacks=list(callbacks),
+        ),
+    )
+
+
+def fit(trainer: TorchTrainer) -> Any:
+    """`trainer.fit()`, raising a worker's ConfigError as itself (the CLI's exit 2).
+
+    Also puts back the SIGINT handler that `fit()` installs from the main thread: that
+    handler holds the controller's actor handle, which would keep the finished controller
+    process alive until the next `fit()`.
+    """
+    import ray.train
+
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        return trainer.fit()
+    except ray.train.TrainingFailedError as exc:
+        for error in (getattr(exc, "worker_failures", None) or {}).values():
+            for candidate in (error, getattr(error, "cause", None)):
+                if isinstance(candidate, ConfigError):
+                    raise candidate from None
+        raise
+    finally:
+        with contextlib.suppress(ValueError):  # not the main thread: nothing was installed
+            signal.signal(signal.SIGINT, handler)
+
+
+def run_distributed(
+    config: TrainConfig,
+    schedule: GrowthSchedule | None = None,
+    *,
+    num_workers: int,
+    use_gpu: bool = False,
+    resume: str | Path | None = None,
+    storage_path: str | None = None,
+    name: str | None = None,
+    max_failures: int = DEFAULT_MAX_FAILURES,
+    cpus_per_worker: float = 1,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """Train with Ray Train on `num_workers` DDP ranks; the final metrics and checkpoint.
+
+    Uses the current Ray connection, or `start_ray()` (`RAY_ADDRESS` if set, else a new local
+    instance) and shuts it down at the end. Returns the last evaluation's metrics plus
+    `checkpoint` (the final loop checkpoint file), `out_dir` and `ray_run_dir`.
+    """
+    with ray_session():
+        trainer = build_trainer(
+            config,
+            schedule,
+            num_workers=num_workers,
+            use_gpu=use_gpu,
+            storage_path=storage_path,
+            name=name,
+            max_failures=max_failures,
+            resume=resume,
+            cpus_per_worker=cpus_per_worker,
+            verbose=verbose,
+        )
+        result = fit(trainer)
+    checkpoint = None
+    if result.checkpoint is not None:
+        checkpoint = checkpoint_file(result.checkpoint.path) or result.checkpoint.path
+    out = dict(result.metrics or {})
+    out.update(
+        checkpoint=str(checkpoint) if checkpoint else None,
+        out_dir=str(Path(config.out_dir).resolve()),
+        ray_run_dir=str(result.path),
+        num_workers=num_workers,
+    )
+    return out

@@ -1,0 +1,87 @@
+"""The training loop on the embedded corpus: learning, bit-identical resume, metrics, growth."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from raygrow.data import load_tokens, unigram_entropy
+from raygrow.model import ModelConfig
+from raygrow.train.config import TrainConfig
+from raygrow.train.loop import train
+from raygrow.train.state import load_checkpoint
+
+TINY = ModelConfig(n_layers=2, d_model=32, n_heads=2, max_seq_len=32)
+
+
+def tiny_config(out: Path, steps: int = 40, batch_size: int = 8, **kw) -> TrainConfig:
+    base = dict(
+        model=TINY,
+        seq_len=32,
+        batch_size=batch_size,
+        tokens=steps * batch_size * 32,
+        warmup_steps=5,
+        eval_every_tokens=10 * batch_size * 32,
+        eval_windows=16,
+        out_dir=str(out),
+        amp=False,
+        log_every_steps=0,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_learns_below_unigram_baseline(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, steps=150, lr=3e-3, batch_size=16)
+    result = train(cfg, verbose=False)
+    baseline = unigram_entropy(load_tokens("default").train)
+    assert result.history[0]["val_loss"] > 5.0  # ~ln(256) at init
+    assert result.final["val_loss"] < baseline - 0.3
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == len(result.history) == 16  # step 0 + every 10 steps
+    rec = json.loads(lines[-1])
+    for key in ("val_loss", "val_bpb", "train_loss", "tokens", "flops", "tokens_per_s", "lr"):
+        assert key in rec
+    assert rec["tokens"] == 150 * 16 * 32
+
+
+def test_resume_is_bit_identical(tmp_path: Path) -> None:
+    full = train(tiny_config(tmp_path / "full"), verbose=False)
+    half = tiny_config(tmp_path / "half", checkpoint_every_tokens=20 * 8 * 32)
+    first = train(half, verbose=False)
+    ckpt = tmp_path / "half" / "checkpoints" / "ckpt-000000020.pt"
+    assert ckpt.exists()
+    resumed = train(half.replace(out_dir=str(tmp_path / "resumed")), resume=ckpt, verbose=False)
+    full_curve = [(r["step"], r["val_loss"], r["train_loss"]) for r in full.history]
+    resumed_curve = [(r["step"], r["val_loss"], r["train_loss"]) for r in resumed.history]
+    assert resumed_curve == full_curve[-len(resumed_curve) :]
+    assert first.final["val_loss"] == full.final["val_loss"]
+    for k, v in full.state.model_state.items():
+        assert torch.equal(v, resumed.state.model_state[k]), k
+
+
+def test_resume_with_changed_trajectory_is_rejected(tmp_path: Path) -> None:
+    from raygrow.errors import CheckpointError
+
+    cfg = tiny_config(tmp_path, steps=10, checkpoint_every_tokens=10 * 8 * 32)
+    train(cfg, verbose=False)
+    with pytest.raises(CheckpointError, match="lr"):
+        train(cfg.replace(lr=1e-4), resume=tmp_path / "checkpoints", verbose=False)
+
+
+def test_gradient_accumulation_matches_full_batch(tmp_path: Path) -> None:
+    a = train(tiny_config(tmp_path / "a", steps=10), verbose=False)
+    b = train(tiny_config(tmp_path / "b", steps=10, micro_batch_size=2), verbose=False)
+    for ra, rb in zip(a.history, b.history, strict=True):
+        assert ra["val_loss"] == pytest.approx(rb["val_loss"], abs=1e-5)
+
+
+def test_final_checkpoint_holds_the_run(tmp_path: Path) -> None:
+    result = train(tiny_config(tmp_path, steps=10), verbose=False)
+    state = load_checkpoint(tmp_path / "checkpoints")
+    assert state.step == 10 and state.tokens == result.final["tokens"]
+    assert state.flops == pytest.approx(result.final["flops"])
+    assert set(state.optim_state) == set(state.model_state)
