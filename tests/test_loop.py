@@ -85,3 +85,43 @@ def test_final_checkpoint_holds_the_run(tmp_path: Path) -> None:
     assert state.step == 10 and state.tokens == result.final["tokens"]
     assert state.flops == pytest.approx(result.final["flops"])
     assert set(state.optim_state) == set(state.model_state)
+
+
+def two_stage_schedule():
+    from raygrow.schedule import GrowthSchedule, GrowthStage, Trigger
+
+    start = TINY.replace(n_layers=1)
+    return GrowthSchedule(
+        start=start,
+        stages=(
+            GrowthStage(
+                trigger=Trigger(at=0.25, fraction=True), operator="stack", params={"factor": 2}
+            ),
+            GrowthStage(
+                trigger=Trigger(at=0.5, fraction=True),
+                operator="hypercloning",
+                params={"d_model": 64},
+                lr_policy="rescale",
+                lr_params={"lr_scale": 0.5, "rewarm_steps": 3},
+            ),
+        ),
+    )
+
+
+def test_two_stage_growth_and_resume_after_growth(tmp_path: Path) -> None:
+    schedule = two_stage_schedule()
+    cfg = tiny_config(tmp_path / "full", steps=40, checkpoint_every_tokens=30 * 8 * 32)
+    full = train(cfg, schedule, verbose=False)
+    state = full.state
+    assert [e["operator"] for e in state.growth_history] == ["stack", "hypercloning"]
+    assert [e["step"] for e in state.growth_history] == [10, 20]
+    assert (state.model_config.n_layers, state.model_config.d_model) == (2, 64)
+    # FLOPs are summed over stages: less than training the final model all the way
+    from raygrow.flops import flops_per_token
+
+    assert state.flops < flops_per_token(state.model_config, 32) * cfg.tokens
+    # resume from the step-30 checkpoint (taken after both growth events)
+    ckpt = tmp_path / "full" / "checkpoints" / "ckpt-000000030.pt"
+    resumed = train(cfg.replace(out_dir=str(tmp_path / "r")), schedule, resume=ckpt, verbose=False)
+    assert resumed.final["val_loss"] == full.final["val_loss"]
+    assert resumed.state.model_config == state.model_config

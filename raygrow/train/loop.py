@@ -131,6 +131,8 @@ class Trainer:
         self.adamw = AdamWConfig(
             lr=config.lr, betas=(config.beta1, config.beta2), weight_decay=config.weight_decay
         )
+        if schedule is not None:  # fail before any compute, not at the growth step
+            schedule.validate(config.tokens, config.seq_len, self._budget_flops())
         self.state = self._initial_state(resume)
         self._build(self.state.model_state, self.state.optim_state)
         self.lr_state = LRState.from_dict(self.state.lr_state) if self.state.lr_state else LRState()
@@ -224,7 +226,7 @@ class Trainer:
             self._grow(sched.stages[self.state.schedule_cursor])
 
     def _budget_flops(self) -> float:
-        final = self.schedule.final_config() if self.schedule else self.model_config
+        final = self.schedule.final_config() if self.schedule else self.config.model
         return flops_per_token(final, self.config.seq_len) * self.config.tokens
 
     def _grow(self, stage: Any) -> None:
@@ -267,7 +269,7 @@ class Trainer:
             stage.lr_policy,
             st.step,
             lr_scale=float(stage.lr_params.get("lr_scale", 1.0)),
-            rewarm_steps=int(stage.lr_params.get("rewarm_steps", 0)),
+            rewarm_steps=stage.rewarm_steps(self.config.tokens_per_step),
         )
         self._build(after.params, after.optim)
         self.hooks.on_growth(event)
