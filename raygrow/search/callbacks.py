@@ -1,0 +1,165 @@
+"""Tune callbacks on the search driver: MLflow tracking of every trial as it runs.
+
+`TrackingCallback` forwards Tune's trial events to `raygrow.tracking.SearchTracker` (one child
+run per trial under the search's parent run): params at start, eval metrics at step = tokens,
+and at the end the status (`completed` / `stopped by ASHA at FLOPs X` / `failed: reason`), the
+growth events read from the trial's last checkpoint and the schedule/train config as artifacts.
+This is where post-trial bookkeeping must live: the trial's own code never runs after ASHA
+stops it.
+
+Tune pickles callbacks into the experiment folder (for `Tuner.restore`), so the callback holds
+only plain settings; the tracker itself lives in a per-process cache (`get_tracker`). Tracking
+never stops the search: an MLflow error is printed once per kind and the search goes on.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+from raygrow.search.config import SearchConfig
+from raygrow.search.results import TrialInfo, one_line_error, trial_status
+from raygrow.search.trainable import plan_trial
+
+_TRACKERS: dict[tuple[str, str], Any] = {}
+
+
+def get_tracker(tracking_uri: str, experiment: str) -> Any:
+    """The process's SearchTracker for (uri, experiment), created on first use."""
+    key = (tracking_uri, experiment)
+    if key not in _TRACKERS:
+        from raygrow.tracking import SearchTracker
+
+        _TRACKERS[key] = SearchTracker(tracking_uri, experiment)
+    return _TRACKERS[key]
+
+
+def trial_params(config: dict[str, Any]) -> dict[str, Any]:
+    """MLflow params of a trial: its suggestions, description and growth sample."""
+    return {k: v for k, v in config.items() if not k.startswith("_")}
+
+
+class TrackingCallback(Callback):
+    def __init__(self, search: dict[str, Any]) -> None:
+        self.search = search
+        self._cfg: SearchConfig | None = None
+        self._warned: set[str] = set()
+        self._last_step: dict[str, int] = {}
+        self._finished: set[str] = set()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"search": self.search}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["search"])  # type: ignore[misc]
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def cfg(self) -> SearchConfig:
+        if self._cfg is None:
+            self._cfg = SearchConfig.from_dict(self.search)
+        return self._cfg
+
+    @property
+    def tracker(self) -> Any:
+        return get_tracker(self.cfg.tracking_uri, self.cfg.experiment)
+
+    def _safe(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - tracking must never stop the search
+            if what not in self._warned:
+                self._warned.add(what)
+                print(
+                    f"raygrow.search: warning: MLflow {what} failed ({type(exc).__name__}: "
+                    f"{exc}); the search goes on",
+                    file=sys.stderr,
+                )
+            return None
+
+    def _plan(self, trial: Any) -> Any:
+        return plan_trial(self.cfg, dict(trial.config), trial.trial_id)
+
+    # ------------------------------------------------------------------ Tune hooks
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        plan = self._safe("planning", self._plan, trial)
+        arm = plan.arm if plan is not None else "grown"
+        self._finished.discard(trial.trial_id)
+        self._safe(
+            "trial_run", self.tracker.trial_run, trial.trial_id, trial_params(trial.config), arm
+        )
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        if "tokens" not in result:
+            return
+        step = int(result["tokens"])
+        if step <= self._last_step.get(trial.trial_id, -1) and step > 0:
+            return  # a resumed trial re-reporting what is logged already
+        self._last_step[trial.trial_id] = step
+        self._safe("log_metrics", self.tracker.log_metrics, trial.trial_id, result, step)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finish(trial, error=None)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        text = None
+        path = getattr(trial, "error_file", None)
+        if path and Path(path).is_file():
+            text = Path(path).read_text()
+        self._finish(trial, error=one_line_error(text))
+
+    def _finish(self, trial: Any, error: str | None) -> None:
+        if trial.trial_id in self._finished:
+            return
+        self._finished.add(trial.trial_id)
+        plan = self._safe("planning", self._plan, trial)
+        info = TrialInfo(
+            trial_id=trial.trial_id,
+            arm=plan.arm if plan else "grown",
+            schedule=plan.description if plan else "",
+            tune_status="ERROR" if error is not None else "TERMINATED",
+            planned_tokens=plan.train.tokens if plan else 0,
+            last_result=dict(trial.last_result or {}),
+            error=error,
+        )
+        status = trial_status(info)
+        checkpoint = self._last_checkpoint(trial, plan)
+        if checkpoint is not None:
+            events = self._safe("reading growth events", _growth_events, checkpoint)
+            if events:
+                self._safe(
+                    "log_growth_events", self.tracker.log_growth_events, trial.trial_id, events
+                )
+        artifacts: dict[str, Any] = {}
+        if plan is not None:
+            artifacts["train_config.json"] = plan.train.to_dict()
+            if plan.schedule is not None:
+                artifacts["schedule.json"] = plan.schedule.to_dict()
+        tags = {"raygrow.schedule": info.schedule}
+        if checkpoint is not None:
+            tags["raygrow.checkpoint_path"] = str(checkpoint)
+        self._safe(
+            "finish_trial", self.tracker.finish_trial, trial.trial_id, status, tags, artifacts
+        )
+
+    @staticmethod
+    def _last_checkpoint(trial: Any, plan: Any) -> Path | None:
+        folder = (trial.last_result or {}).get("checkpoint_path")
+        candidates = []
+        if folder:
+            candidates += sorted(Path(folder).glob("ckpt-*.pt"))
+        if plan is not None:
+            candidates += sorted((Path(plan.train.out_dir) / "checkpoints").glob("ckpt-*.pt"))
+        existing = [c for c in candidates if c.is_file()]
+        return max(existing, key=lambda p: p.name) if existing else None
+
+
+def _growth_events(checkpoint: Path) -> list[dict[str, Any]]:
+    from raygrow.train.state import load_checkpoint
+
+    return list(load_checkpoint(checkpoint).growth_history)

@@ -1,0 +1,165 @@
+"""The Tune function trainable: one trial = one Ray Train run of one arm.
+
+`trial_driver(config, search=...)` runs inside the Tune trial actor. It turns the trial config
+into a `TrainConfig` + `GrowthSchedule` (`plan_trial`, pure, shared with the results code),
+builds a `TorchTrainer` with `raygrow.train.driver.build_trainer`, adds Tune's
+`TuneReportCallback` (rank 0's eval metrics become Tune results: ASHA, Optuna and the tracking
+callback see them) and calls `fit()`. Nothing may follow `fit()` that matters: ASHA stops a
+trial by killing this actor (ray_stack.md §1.4), so all bookkeeping lives in the driver's
+callbacks and result collection.
+
+Names are deterministic so a restored trial resumes: the Train run is `train-<trial_id>` under
+`<experiment>/train/`, the loop writes `<experiment>/trials/<trial_id>/`.
+
+Divergence: the loop raises `TrainingDiverged` on a NaN/inf loss. The worker's exception makes
+`fit()` raise; this function re-raises it as `TrialDiverged(reason)` so Tune records the trial as
+ERROR with the reason, and leaves a `DIVERGED` marker so that a Tune retry (FailureConfig, meant
+for crashes) fails at once instead of re-training into the same NaN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from raygrow.model import ModelConfig
+from raygrow.search.config import SearchConfig
+from raygrow.train.config import TrainConfig
+
+DIVERGED_MARKER = "DIVERGED"
+BASELINE_KEY = "schedule"
+
+
+class TrialDiverged(RuntimeError):
+    """The trial's loss became NaN/inf; not retried."""
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    arm: str
+    """grown | scratch | small (the tracking arms)."""
+    description: str
+    train: TrainConfig
+    schedule: Any
+    """GrowthSchedule or None."""
+
+
+# --------------------------------------------------------------------------- baseline arms
+def baseline_arms(cfg: SearchConfig) -> dict[str, dict[str, Any]]:
+    """The fixed arms of every search, by description (the Tune config value).
+
+    Scratch at the full budget and at each `baseline_fracs` budget (each with its own complete,
+    annealed LR schedule), and the small model alone at the full budget. Same seed, hence the
+    same initialisation rule and data order as the sampled schedules.
+    """
+    target = cfg.target_model
+    arms: dict[str, dict[str, Any]] = {}
+    for frac in (1.0, *sorted(cfg.baseline_fracs, reverse=True)):
+        arms[f"scratch {target.shape} @{frac:.0%} budget"] = {
+            "arm": "scratch",
+            "model": target.to_dict(),
+            "frac": frac,
+        }
+    small = cfg.small_model
+    if small is not None:
+        arms[f"small {small.shape} only @100% budget"] = {
+            "arm": "small",
+            "model": small.to_dict(),
+            "frac": 1.0,
+        }
+    return arms
+
+
+def arm_tokens(cfg: SearchConfig, frac: float) -> int:
+    """Token budget of a fraction of the full budget, in whole steps."""
+    step = int(cfg.train.get("batch_size", 16)) * cfg.seq_len
+    return max(1, round(cfg.tokens * frac / step)) * step
+
+
+def trial_dir(cfg: SearchConfig, trial_id: str) -> Path:
+    return cfg.experiment_dir / "trials" / trial_id
+
+
+def plan_trial(cfg: SearchConfig, config: dict[str, Any], trial_id: str) -> TrialPlan:
+    """TrainConfig + schedule of one trial, from its Tune config (pure; no Ray)."""
+    from raygrow.search.spaces import sample_to_schedule
+
+    out_dir = str(trial_dir(cfg, trial_id))
+    if config.get("arm") == "grown" or "growth" in config:
+        schedule = sample_to_schedule(config["growth"], cfg.target_model, cfg.tokens, cfg.seq_len)
+        model = schedule.start if schedule is not None else cfg.target_model
+        train = cfg.base_train(model=model).replace(out_dir=out_dir)
+        return TrialPlan("grown", str(config.get("schedule", "")), train, schedule)
+    description = str(config[BASELINE_KEY])
+    arm = baseline_arms(cfg).get(description)
+    if arm is None:
+        raise ValueError(f"unknown baseline arm {description!r}")
+    model = ModelConfig.from_dict(arm["model"])
+    train = cfg.base_train(model=model, tokens=arm_tokens(cfg, arm["frac"]))
+    return TrialPlan(arm["arm"], description, train.replace(out_dir=out_dir), None)
+
+
+# --------------------------------------------------------------------------- divergence
+def divergence_reason(exc: BaseException) -> str | None:
+    """The loop's TrainingDiverged message if that is why training failed, else None."""
+    from raygrow.train.loop import TrainingDiverged
+
+    seen: list[BaseException] = [exc]
+    failures = getattr(exc, "worker_failures", None) or {}
+    seen += list(failures.values())
+    for error in list(seen):
+        for attr in ("cause", "__cause__", "controller_failure"):
+            nested = getattr(error, attr, None)
+            if isinstance(nested, BaseException):
+                seen.append(nested)
+    for error in seen:
+        if isinstance(error, TrainingDiverged):
+            return str(error)
+    for error in seen:
+        text = str(error)
+        if "TrainingDiverged" in text:
+            tail = text.split("TrainingDiverged:", 1)[-1].strip().splitlines()
+            return tail[0] if tail else "loss became NaN/inf"
+    return None
+
+
+def marker_path(cfg: SearchConfig, trial_id: str) -> Path:
+    return trial_dir(cfg, trial_id) / DIVERGED_MARKER
+
+
+# --------------------------------------------------------------------------- the trainable
+def trial_driver(config: dict[str, Any], search: dict[str, Any] | None = None) -> None:
+    """Tune function trainable: build and fit this trial's TorchTrainer (see module doc)."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from raygrow.train.driver import build_trainer
+
+    assert search is not None, "pass the SearchConfig dict with tune.with_parameters"
+    cfg = SearchConfig.from_dict(search)
+    trial_id = tune.get_context().get_trial_id()
+    plan = plan_trial(cfg, config, trial_id)
+    marker = marker_path(cfg, trial_id)
+    if marker.exists():
+        raise TrialDiverged(f"diverged: {marker.read_text().strip()} (not retried)")
+    Path(plan.train.out_dir).mkdir(parents=True, exist_ok=True)
+    trainer = build_trainer(
+        plan.train,
+        plan.schedule,
+        num_workers=cfg.workers,
+        use_gpu=cfg.use_gpu,
+        storage_path=str(cfg.experiment_dir / "train"),
+        name=f"train-{trial_id}",
+        max_failures=0,  # retries happen at the Tune level (FailureConfig), divergence never
+        callbacks=[TuneReportCallback()],
+        verbose=False,
+    )
+    try:
+        trainer.fit()
+    except Exception as exc:
+        reason = divergence_reason(exc)
+        if reason is None:
+            raise
+        marker.write_text(reason + "\n")
+        raise TrialDiverged(f"diverged: {reason}") from None

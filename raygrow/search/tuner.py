@@ -1,0 +1,381 @@
+"""The search: baseline arms, then Optuna + ASHA over growth schedules, then the ranked table.
+
+Two Tune runs share one experiment folder (`<out>/ray/baselines`, `<out>/ray/search`) and one
+trainable (`trainable.trial_driver`):
+
+1. **baselines** (FIFO, never stopped): the target from scratch at the full budget and at the
+   shorter `baseline_fracs` budgets, each with its own annealed LR schedule, plus the small
+   model alone. They run first and to completion; ASHA never sees them.
+2. **search**: `OptunaSearch(space=SpaceRef, metric="val_loss", mode="min",
+   sampler=TPESampler(seed, multivariate=True, group=True))` with `ASHAScheduler(
+   time_attr="flops", max_t=<target's FLOP budget>, grace_period=grace_frac * max_t)` - the
+   compute clock, so rungs compare schedules at equal FLOPs and survive a restore (Tune's
+   training_iteration restarts, FLOPs do not).
+
+`search_wiring` / `baseline_wiring` build everything a test may inspect without Ray;
+`run_search` starts (or joins) Ray, fits or restores both runs, and writes the results.
+
+Resume: both Tune runs are restored with `Tuner.restore(resume_unfinished=True)` when their
+folder exists: finished trials are kept (not re-run), interrupted ones continue from their own
+Train checkpoint (Train run `train-<trial_id>`), OptunaSearch continues its pickled study, and
+the MLflow parent/child runs are found again by tag (no duplicates). Errored trials stay
+errored: they were retried per FailureConfig already (pass `--retry-errored` to retry them).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from raygrow.search.config import SearchConfig
+
+METRIC = "val_loss"
+MODE = "min"
+TIME_ATTR = "flops"
+BASELINES = "baselines"
+SEARCH = "search"
+DRIVER_RESOURCE = "train_driver"
+PROGRESS_METRICS = {
+    "val_loss": "val_loss",
+    "flops": "flops",
+    "tokens": "tokens",
+    "n_layers": "L",
+    "d_model": "D",
+}
+
+
+@dataclass
+class Wiring:
+    """One Tune run, ready to fit: what `Tuner(trainable, **...)` gets."""
+
+    name: str
+    param_space: dict[str, Any]
+    tune_config: Any
+    run_config: Any
+    searcher: Any = None
+    scheduler: Any = None
+
+    def tuner(self, trainable: Any) -> Any:
+        from ray import tune
+
+        return tune.Tuner(
+            trainable,
+            param_space=self.param_space,
+            tune_config=self.tune_config,
+            run_config=self.run_config,
+        )
+
+
+# --------------------------------------------------------------------------- searcher
+def _optuna_search_cls() -> type:
+    from ray.tune.search.optuna import OptunaSearch
+
+    class GrowthOptunaSearch(OptunaSearch):
+        """OptunaSearch that tells FAIL for a non-finite final loss instead of leaving a
+        RUNNING zombie in the study (ray_stack.md §2.3)."""
+
+        def on_trial_complete(
+            self, trial_id: str, result: dict | None = None, error: bool = False
+        ) -> None:
+            value = (result or {}).get(self.metric) if isinstance(self.metric, str) else None
+            if isinstance(value, float) and not math.isfinite(value):
+                result, error = None, True
+            super().on_trial_complete(trial_id, result=result, error=error)
+
+    return GrowthOptunaSearch
+
+
+def make_searcher(cfg: SearchConfig) -> Any:
+    import optuna
+
+    from raygrow.search.spaces import SpaceRef
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.TPESampler(
+            seed=cfg.seed,
+            multivariate=True,  # conditional spaces: model joint structure ...
+            group=True,  # ... per branch of the define-by-run tree
+            n_startup_trials=max(2, min(10, cfg.num_samples // 2)),
+        )
+    return _optuna_search_cls()(
+        space=SpaceRef(cfg.space), metric=METRIC, mode=MODE, sampler=sampler
+    )
+
+
+def make_scheduler(cfg: SearchConfig) -> Any:
+    from ray.tune.schedulers import ASHAScheduler
+
+    max_t = cfg.budget_flops
+    return ASHAScheduler(
+        time_attr=TIME_ATTR,  # the compute clock, never training_iteration
+        metric=METRIC,
+        mode=MODE,
+        max_t=max_t,
+        grace_period=cfg.grace_frac * max_t,
+        reduction_factor=cfg.reduction_factor,
+        stop_last_trials=False,  # grown runs end below max_t FLOPs; let survivors finish
+    )
+
+
+def _reporter(cfg: SearchConfig, total: int) -> Any:
+    from ray.tune import CLIReporter
+
+    return CLIReporter(
+        metric_columns=PROGRESS_METRICS,
+        parameter_columns={"schedule": "schedule"},
+        total_samples=total,
+        max_column_length=48,
+        max_report_frequency=30,
+        print_intermediate_tables=True,  # else it depends on Tune's global verbosity
+        metric=METRIC,
+        mode=MODE,
+        sort_by_metric=True,
+    )
+
+
+def _run_config(cfg: SearchConfig, name: str, total: int) -> Any:
+    from ray import tune
+
+    from raygrow.search.callbacks import TrackingCallback
+
+    return tune.RunConfig(
+        name=name,
+        storage_path=str(cfg.experiment_dir / "ray"),
+        callbacks=[TrackingCallback(cfg.to_dict())],
+        failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
+        progress_reporter=_reporter(cfg, total),
+        verbose=1,
+    )
+
+
+def search_wiring(cfg: SearchConfig) -> Wiring:
+    """The Optuna + ASHA run over the space (inspectable without Ray)."""
+    from ray import tune
+
+    searcher = make_searcher(cfg)
+    scheduler = make_scheduler(cfg)
+    return Wiring(
+        name=SEARCH,
+        param_space={},
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=cfg.num_samples,
+            max_concurrent_trials=cfg.max_concurrent,
+            reuse_actors=False,
+        ),
+        run_config=_run_config(cfg, SEARCH, cfg.num_samples),
+        searcher=searcher,
+        scheduler=scheduler,
+    )
+
+
+def baseline_wiring(cfg: SearchConfig) -> Wiring:
+    """The fixed arms (FIFO: nothing stops them), one trial per arm."""
+    from ray import tune
+    from ray.tune.schedulers import FIFOScheduler
+
+    from raygrow.search.trainable import BASELINE_KEY, baseline_arms
+
+    arms = list(baseline_arms(cfg))
+    scheduler = FIFOScheduler()
+    return Wiring(
+        name=BASELINES,
+        param_space={BASELINE_KEY: tune.grid_search(arms)},
+        tune_config=tune.TuneConfig(
+            scheduler=scheduler,
+            num_samples=1,
+            max_concurrent_trials=cfg.max_concurrent,
+            reuse_actors=False,
+        ),
+        run_config=_run_config(cfg, BASELINES, len(arms)),
+        scheduler=scheduler,
+    )
+
+
+def make_trainable(cfg: SearchConfig) -> Any:
+    """`trial_driver` with the search settings attached and a driver resource (needs Ray)."""
+    import ray
+    from ray import tune
+
+    from raygrow.search.trainable import trial_driver
+
+    if DRIVER_RESOURCE in ray.cluster_resources():
+        resources: dict[str, float] = {DRIVER_RESOURCE: 1}
+    else:  # a cluster without the custom resource: a sliver of a CPU
+        resources = {"CPU": 0.01}
+    return tune.with_resources(tune.with_parameters(trial_driver, search=cfg.to_dict()), resources)
+
+
+# --------------------------------------------------------------------------- Ray
+@contextmanager
+def ray_session(cfg: SearchConfig) -> Iterator[bool]:
+    """Join the current Ray connection, RAY_ADDRESS / --address, or start a local cluster
+    (dashboard on: Train's placement-group cleaner needs it). Shut down only what we started."""
+    import ray
+
+    from raygrow.train.driver import apply_fast_start_env
+
+    apply_fast_start_env()  # before ray.init: Ray's worker processes inherit the environment
+    if ray.is_initialized():
+        yield False
+        return
+    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:  # "local": a new instance, never someone's `ray start` cluster on this machine
+        ray.init(
+            address="local",
+            num_cpus=os.cpu_count() or 1,
+            resources={DRIVER_RESOURCE: 1000},
+            include_dashboard=True,
+            log_to_driver=False,
+        )
+    try:
+        yield True
+    finally:
+        ray.shutdown()
+
+
+def _fit(wiring: Wiring, trainable: Any, path: Path, retry_errored: bool) -> Any:
+    from ray import tune
+
+    if tune.Tuner.can_restore(str(path)):
+        tuner = tune.Tuner.restore(
+            str(path),
+            trainable=trainable,
+            resume_unfinished=True,
+            resume_errored=retry_errored,
+        )
+    else:
+        tuner = wiring.tuner(trainable)
+    return tuner.fit()
+
+
+# --------------------------------------------------------------------------- the search
+@dataclass
+class SearchOutcome:
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any]
+    complete: bool
+
+
+def mlflow_ui_command(cfg: SearchConfig) -> str:
+    return f"mlflow ui --backend-store-uri {cfg.tracking_uri}"
+
+
+def run_search(cfg: SearchConfig, *, retry_errored: bool = False) -> SearchOutcome:
+    """Fit (or resume) the baselines and the search; write and return the ranked results."""
+    from raygrow.search import results
+    from raygrow.search.callbacks import get_tracker
+    from raygrow.search.trainable import plan_trial
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # CLIReporter instead of the new output
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # small state: save it often
+    start = time.time()
+    exp = cfg.experiment_dir
+    print(f"raygrow.search: experiment folder {exp}", flush=True)
+    print(f"raygrow.search: MLflow experiment {cfg.experiment!r}: {mlflow_ui_command(cfg)}")
+    tracker = get_tracker(cfg.tracking_uri, cfg.experiment)
+    tracker.start_search(
+        params=cfg.to_dict(),
+        tags={
+            "raygrow.search": str(exp),
+            "raygrow.space": cfg.space,
+            "raygrow.target": cfg.target_model.shape,
+        },
+    )
+
+    def plan_of(config: dict[str, Any], trial_id: str) -> Any:
+        return plan_trial(cfg, config, trial_id)
+
+    infos: list[Any] = []
+    complete = True
+    with ray_session(cfg):
+        trainable = make_trainable(cfg)
+        grid = _fit(baseline_wiring(cfg), trainable, exp / "ray" / BASELINES, retry_errored)
+        infos += results.collect_trials(grid, plan_of)
+        complete = all(i.tune_status in ("TERMINATED", "ERROR") for i in infos)
+        if complete and cfg.num_samples > 0:
+            grid = _fit(search_wiring(cfg), trainable, exp / "ray" / SEARCH, retry_errored)
+            found = results.collect_trials(grid, plan_of)
+            infos += found
+            complete = len(found) >= cfg.num_samples and all(
+                i.tune_status in ("TERMINATED", "ERROR") for i in found
+            )
+
+    rows = results.build_rows(infos)
+    summary = _summary(cfg, rows, time.time() - start, complete)
+    results.write_tables(rows, summary, exp)
+    for row in rows:  # speedups are known only now that every scratch budget has finished
+        if row["speedup_vs_scratch"] is not None:
+            tags = {
+                "speedup_vs_scratch": row["speedup_vs_scratch"],
+                "raygrow.speedup": row["speedup"],
+            }
+            _quiet(tracker.finish_trial, row["trial_id"], row["status"], tags, {})
+    print()
+    print(results.to_markdown(rows))
+    print()
+    for key in ("validity", "best", "counts"):
+        print(f"raygrow.search: {key}: {summary[key]}")
+    print(f"raygrow.search: results {exp / 'results.parquet'} and {exp / 'results.md'}")
+    print(f"raygrow.search: MLflow experiment {cfg.experiment!r}: {mlflow_ui_command(cfg)}")
+    if complete:
+        import pandas as pd
+
+        _quiet(tracker.finish_search, pd.read_parquet(exp / "results.parquet"), summary)
+    else:
+        print(
+            f"raygrow.search: the search was interrupted; continue it with "
+            f"python -m raygrow.search --resume {exp}",
+            file=sys.stderr,
+        )
+    return SearchOutcome(rows, summary, complete)
+
+
+def _summary(
+    cfg: SearchConfig, rows: list[dict[str, Any]], seconds: float, complete: bool
+) -> dict[str, Any]:
+    from collections import Counter
+
+    from raygrow.search.results import status_kind, validity
+
+    check = validity(rows)
+    grown = [r for r in rows if r["arm"] == "grown" and r["status"] == "completed"]
+    best = "no completed growth schedule"
+    if grown:
+        top = grown[0]
+        best = f"{top['schedule']}: val_loss {top['val_loss']:.4f}, speedup {top['speedup']}"
+    counts = Counter(f"{r['arm']} {status_kind(r['status'])}" for r in rows)
+    return {
+        "experiment": cfg.experiment,
+        "space": cfg.space,
+        "target": cfg.target_model.shape,
+        "budget": f"{cfg.tokens:,} tokens = {cfg.budget_flops:.3g} FLOPs for the target",
+        "validity": check["text"].removeprefix("validity: "),
+        "valid": check.get("valid"),
+        "validity_margin": check.get("margin"),
+        "best": best,
+        "counts": ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())),
+        "complete": complete,
+        "seconds": round(seconds, 1),
+        "tracking_uri": cfg.tracking_uri,
+        "mlflow_ui": mlflow_ui_command(cfg),
+    }
+
+
+def _quiet(fn: Any, *args: Any) -> None:
+    try:
+        fn(*args)
+    except Exception as exc:  # noqa: BLE001 - tracking must not fail the search
+        print(f"raygrow.search: warning: MLflow: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -1,0 +1,240 @@
+"""raygrow.search without Ray: wiring, baseline arms, trial plans, results, CLI validation."""
+
+from __future__ import annotations
+
+import math
+import pickle
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from raygrow.errors import ConfigError
+from raygrow.model import ModelConfig
+from raygrow.search.config import SMOKE_TRAIN, SearchConfig
+from raygrow.search.results import (
+    TrialInfo,
+    build_rows,
+    one_line_error,
+    to_markdown,
+    validity,
+)
+from raygrow.search.trainable import arm_tokens, baseline_arms, divergence_reason, plan_trial
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def small_cfg(tmp_path: Path, **changes) -> SearchConfig:
+    values = dict(
+        space="default",
+        target=ModelConfig.from_shape("4x64").to_dict(),
+        tokens=160 * 8 * 64,
+        train=dict(SMOKE_TRAIN),
+        num_samples=3,
+        experiment="t",
+        tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+        out=str(tmp_path),
+        small=ModelConfig.from_shape("2x64").to_dict(),
+    )
+    values.update(changes)
+    return SearchConfig(**values)
+
+
+# --------------------------------------------------------------------------- wiring
+def test_search_wiring(tmp_path) -> None:
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from raygrow.search.tuner import search_wiring
+
+    cfg = small_cfg(tmp_path, seed=7, grace_frac=0.25, reduction_factor=3)
+    w = search_wiring(cfg)
+    assert isinstance(w.searcher, OptunaSearch)
+    assert (w.searcher.metric, w.searcher.mode) == ("val_loss", "min")  # on the searcher itself
+    sampler = w.searcher._sampler
+    assert type(sampler).__name__ == "TPESampler" and sampler._multivariate
+    assert callable(w.searcher._space) and w.searcher._space.spec == "default"
+    assert isinstance(w.scheduler, ASHAScheduler)
+    asha = w.scheduler
+    assert asha._time_attr == "flops"  # the compute clock, not training_iteration
+    assert (asha._metric, asha._mode) == ("val_loss", "min")
+    assert asha._max_t == pytest.approx(cfg.budget_flops)
+    milestones = sorted(m for m, _ in asha._brackets[0]._rungs)
+    assert milestones[0] == pytest.approx(0.25 * cfg.budget_flops)  # the grace period
+    assert milestones[-1] < cfg.budget_flops
+    assert asha._reduction_factor == 3
+    assert w.tune_config.num_samples == 3 and w.tune_config.max_concurrent_trials == 1
+    assert w.tune_config.search_alg is w.searcher and w.tune_config.scheduler is asha
+    assert w.run_config.storage_path == str(tmp_path / "ray") and w.run_config.name == "search"
+    assert w.run_config.failure_config.max_failures == cfg.max_failures
+    pickle.dumps(w.run_config.callbacks)  # Tune pickles callbacks for Tuner.restore
+
+
+def test_baseline_wiring_and_arms(tmp_path) -> None:
+    from ray.tune.schedulers import FIFOScheduler
+
+    from raygrow.search.tuner import baseline_wiring
+
+    cfg = small_cfg(tmp_path, baseline_fracs=(0.5, 0.75))
+    w = baseline_wiring(cfg)
+    assert isinstance(w.scheduler, FIFOScheduler) and w.searcher is None  # never stopped
+    arms = baseline_arms(cfg)
+    assert list(w.param_space["schedule"]["grid_search"]) == list(arms)
+    kinds = [(a["arm"], a["frac"], ModelConfig.from_dict(a["model"]).shape) for a in arms.values()]
+    assert kinds == [
+        ("scratch", 1.0, "4x64"),
+        ("scratch", 0.75, "4x64"),
+        ("scratch", 0.5, "4x64"),
+        ("small", 1.0, "2x64"),
+    ]
+    plans = {d: plan_trial(cfg, {"schedule": d}, "t") for d in arms}
+    tokens = sorted(p.train.tokens for p in plans.values() if p.arm == "scratch")
+    assert tokens == [arm_tokens(cfg, 0.5), arm_tokens(cfg, 0.75), cfg.tokens]
+    for p in plans.values():  # each budget has its own complete LR schedule and the same seed
+        assert p.train.total_steps * p.train.tokens_per_step == p.train.tokens
+        assert p.train.seed == cfg.seed and p.schedule is None
+
+
+def test_plan_of_a_sampled_trial(tmp_path) -> None:
+    import optuna
+
+    from raygrow.search.spaces import SpaceRef
+
+    cfg = small_cfg(tmp_path)
+    added = SpaceRef("default")(
+        optuna.trial.FixedTrial({"grow_at": 0.25, "operator": "stack", "stack.layer_map": "stack"})
+    )
+    plan = plan_trial(cfg, added, "abc")
+    assert plan.arm == "grown" and plan.description == "stack x2 @25% [layer_map=stack]"
+    assert plan.train.model.shape == "2x64" and plan.schedule.final_config().shape == "4x64"
+    assert plan.train.tokens == cfg.tokens  # same tokens as scratch, fewer FLOPs
+    assert plan.train.out_dir == str(tmp_path / "trials" / "abc")
+
+
+def test_search_config_round_trip(tmp_path) -> None:
+    cfg = small_cfg(tmp_path)
+    cfg.save()
+    assert SearchConfig.load(tmp_path) == cfg
+    with pytest.raises(ConfigError, match="not a raygrow search folder"):
+        SearchConfig.load(tmp_path / "nope")
+    with pytest.raises(ConfigError, match="baseline fractions"):
+        small_cfg(tmp_path, baseline_fracs=(0.5,))
+
+
+# --------------------------------------------------------------------------- results
+def info(tid, arm, desc, status, tokens, planned, loss, flops, error=None) -> TrialInfo:
+    return TrialInfo(
+        trial_id=tid,
+        arm=arm,
+        schedule=desc,
+        tune_status=status,
+        planned_tokens=planned,
+        last_result={"tokens": tokens, "val_loss": loss, "flops": flops},
+        error=error,
+    )
+
+
+def test_rows_status_speedup_and_rank() -> None:
+    infos = [
+        info("s100", "scratch", "scratch 4x64 @100% budget", "TERMINATED", 100, 100, 2.0, 100.0),
+        info("s75", "scratch", "scratch 4x64 @75% budget", "TERMINATED", 75, 75, 2.2, 75.0),
+        info("s50", "scratch", "scratch 4x64 @50% budget", "TERMINATED", 50, 50, 2.4, 50.0),
+        info("small", "small", "small 2x64 only @100% budget", "TERMINATED", 100, 100, 2.3, 55.0),
+        info("g1", "grown", "stack x2 @25%", "TERMINATED", 100, 100, 1.9, 80.0),  # beats all
+        info("g2", "grown", "zero x2 @40%", "TERMINATED", 100, 100, 2.2, 60.0),  # exact
+        info("g3", "grown", "random x2 @10%", "TERMINATED", 30, 100, 2.9, 25.0),  # ASHA
+        info("g4", "grown", "stack x2 @30%", "ERROR", 20, 100, 3.0, 10.0, "diverged: nan"),
+    ]
+    rows = {r["trial_id"]: r for r in build_rows(infos)}
+    assert rows["g1"]["status"] == "completed" and rows["g1"]["speedup"] == ">1.25x"
+    assert rows["g1"]["speedup_bound"] == "lower"  # scratch never got there: a bound only
+    assert rows["g2"]["speedup"] == "1.25x" and rows["g2"]["speedup_bound"] == "exact"
+    assert rows["g3"]["status"] == "stopped by ASHA at FLOPs 25" and rows["g3"]["speedup"] is None
+    assert rows["g4"]["status"] == "failed: diverged: nan" and rows["g4"]["speedup"] is None
+    assert rows["s100"]["speedup"] == "1.00x"
+    order = [r["trial_id"] for r in build_rows(infos)]
+    assert order[:2] == ["g1", "g2"] and order[-2:] == ["g3", "g4"]
+    check = validity(list(rows.values()))
+    assert check["valid"] and math.isclose(check["margin"], 0.3)
+    md = to_markdown(build_rows(infos))
+    assert md.count("\n") == len(infos) + 1 and ">1.25x" in md
+
+
+def test_validity_flags_a_small_model_that_wins() -> None:
+    infos = [
+        info("s", "scratch", "scratch 4x64 @100% budget", "TERMINATED", 100, 100, 2.0, 100.0),
+        info("m", "small", "small 2x64 only @100% budget", "TERMINATED", 100, 100, 1.99, 55.0),
+    ]
+    check = validity(build_rows(infos))
+    assert check["checked"] and not check["valid"] and "NOT VALID" in check["text"]
+
+
+def test_error_lines() -> None:
+    text = (
+        "Failure # 1 (occurred at 2026-11-23)\n"
+        "ray.exceptions.RayTaskError(TrialDiverged): ray::ImplicitFunc.train()\n"
+        "  File x\n"
+        "raygrow.search.trainable.TrialDiverged: diverged: train loss is nan at step 50\n"
+    )
+    assert one_line_error(text) == "diverged: train loss is nan at step 50"
+    assert one_line_error("boom\nValueError: bad thing") == "ValueError: bad thing"
+
+    from raygrow.train.loop import TrainingDiverged
+
+    class FakeWorkerGroupError(Exception):
+        worker_failures = {0: TrainingDiverged("train loss is nan at step 3")}
+
+    assert divergence_reason(FakeWorkerGroupError("x")) == "train loss is nan at step 3"
+    assert divergence_reason(RuntimeError("other")) is None
+
+
+# --------------------------------------------------------------------------- CLI (no Ray)
+def test_bad_input_exits_2_before_ray(tmp_path, monkeypatch, capsys) -> None:
+    """Invalid space / config: exit 2, one stderr line, and ray.init never called."""
+    import ray
+
+    from raygrow.search.__main__ import main
+
+    def no_ray(*a, **k):
+        raise AssertionError("Ray must not start for bad input")
+
+    monkeypatch.setattr(ray, "init", no_ray)
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "def fn(trial):\n    return {'stages': [{'operator': 'frobnicate', 'at': 0.2}]}\n"
+    )
+    cases = [
+        ["--space", "nope"],
+        ["--space", f"{bad}:fn", "--smoke-test"],
+        ["--space", "gstack", "--target", "2x64", "--smoke-test"],  # g=4 impossible
+        ["--target", "4xabc"],
+        ["--smoke-test", "--tokens", "100"],
+        ["--smoke-test", "--workers", "64"],
+        ["--smoke-test", "--tracking-uri", "file:///tmp/mlruns"],
+    ]
+    for argv in cases:
+        with pytest.raises(SystemExit) as exc:
+            main([*argv, "--out", str(tmp_path / "exp")])
+        assert exc.value.code == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("raygrow.search: error:") and "\n" not in err, (argv, err)
+    assert not (tmp_path / "exp").exists()
+
+
+def test_bad_input_subprocess_exit_code(tmp_path) -> None:
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "raygrow.search", "--space", "gstack", "--target", "3x64"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not divisible by" in lines[0], proc.stderr
+    assert "Ray" not in proc.stdout + proc.stderr  # never got as far as starting Ray
+    assert not (tmp_path / "raygrow_runs").exists()
+    assert time.monotonic() - start < 60
