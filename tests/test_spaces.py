@@ -153,6 +153,9 @@ def test_space_validation_names_the_bad_sample(tmp_path) -> None:
         "def impure(trial):\n"
         "    import random\n"
         "    return {'stages': [{'operator': 'stack', 'factor': 2, 'at': random.random()}]}\n"
+        "def dynamic(trial):\n"
+        "    trial.suggest_categorical('k', [trial.number % 2])\n"
+        "    return {'stages': []}\n"
         "def clash(trial):\n"
         "    trial.suggest_categorical('schedule', ['a'])\n"
         "    return {'stages': []}\n"
@@ -162,6 +165,8 @@ def test_space_validation_names_the_bad_sample(tmp_path) -> None:
         validate_space(SpaceRef(resolve_space(f"{path}:bad")), target, BUDGET, SEQ)
     with pytest.raises(ConfigError, match="not a pure function"):
         validate_space(SpaceRef(resolve_space(f"{path}:impure")), target, BUDGET, SEQ)
+    with pytest.raises(ConfigError, match="one fixed set of choices"):
+        validate_space(SpaceRef(resolve_space(f"{path}:dynamic")), target, BUDGET, SEQ)
     with pytest.raises(ConfigError, match="rename them"):
         validate_space(SpaceRef(resolve_space(f"{path}:clash")), target, BUDGET, SEQ)
     with pytest.raises(ConfigError, match="has no function"):
@@ -180,6 +185,4 @@ def test_space_ref_pickles_by_spec(tmp_path) -> None:
         warnings.simplefilter("error")
         ref(optuna.trial.FixedTrial({}))  # loaded once ...
     clone = pickle.loads(pickle.dumps(ref))  # ... but pickled as its spec only
-    assert clone.spec == ref.spec and clone(optuna.trial.FixedTrial({}))["growth"] == {
-        "stages": []
-    }
+    assert clone.spec == ref.spec and clone(optuna.trial.FixedTrial({}))["growth"] == {"stages": []}

@@ -15,6 +15,7 @@ line on stderr. A search whose driver died continues with --resume EXPERIMENT_DI
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,17 @@ DEFAULTS: dict[str, Any] = {
     "tokens": 1_310_720,  # 640 steps of 16 x 128 tokens
     "num_samples": 6,
 }
+RESUME_IGNORES = (
+    "space",
+    "target",
+    "budget_flops",
+    "tokens",
+    "num_samples",
+    "experiment",
+    "tracking_uri",
+    "out",
+    "small",
+)
 SMOKE: dict[str, Any] = {
     "space": "default",
     "target": "4x64",
@@ -38,7 +50,7 @@ SMOKE: dict[str, Any] = {
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m raygrow.search",
-        description=__doc__.split("\n\n")[0],
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
@@ -201,7 +213,15 @@ def main(argv: list[str] | None = None) -> int:
     from raygrow.tracking import SearchTracker
 
     if args.resume:
+        given = [f"--{k.replace('_', '-')}" for k in RESUME_IGNORES if getattr(args, k) is not None]
+        if given or args.smoke_test:
+            raise ConfigError(
+                f"--resume takes every setting from {args.resume}/{CONFIG_FILE}; drop "
+                f"{', '.join(given or ['--smoke-test'])}"
+            )
         cfg = SearchConfig.load(args.resume)
+        if args.address:  # the only setting a resumed search may change: where Ray runs
+            cfg = dataclasses.replace(cfg, address=args.address)
         SearchTracker.check_reachable(cfg.tracking_uri)
         print(f"raygrow.search: resuming {cfg.experiment!r} from {cfg.out}", flush=True)
     else:

@@ -433,6 +433,13 @@ def validate_space(
             added = ref(trial)
         except ConfigError:
             raise
+        except ValueError as exc:
+            if "distribution" not in str(exc).lower():
+                raise ConfigError(f"space {ref.name!r} raised ValueError: {exc}") from None
+            raise ConfigError(
+                f"space {ref.name!r}: {exc} Give each parameter name one fixed set of choices "
+                "or range across trials (use a new name per branch)"
+            ) from None
         except Exception as exc:  # noqa: BLE001 - a broken user function is bad input
             raise ConfigError(
                 f"space {ref.name!r} raised {type(exc).__name__}: {exc}; a space may only call "
@@ -465,4 +472,19 @@ def validate_space(
         for st in added["growth"]["stages"]:
             operators[st["operator"]] += 1
         study.tell(trial, 0.0)
+    _check_fixed_distributions(ref.name, study.trials)
     return SpaceCheck(n, starts, operators, elapsed / max(1, n))
+
+
+def _check_fixed_distributions(space: str, trials: list) -> None:
+    """Each parameter name must keep one distribution (same choices/range) across trials:
+    TPE raises mid-search otherwise ("dynamic value space"); RandomSampler never notices."""
+    seen: dict[str, Any] = {}
+    for t in trials:
+        for name, dist in t.distributions.items():
+            if seen.setdefault(name, dist) != dist:
+                raise ConfigError(
+                    f"space {space!r} suggests {name!r} with different choices or ranges in "
+                    f"different trials ({seen[name]} vs {dist}); give each parameter name one "
+                    "fixed set of choices or range across trials (use a new name per branch)"
+                )

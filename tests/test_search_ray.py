@@ -1,0 +1,187 @@
+"""raygrow.search on a real local Ray cluster: Optuna trials + baselines, ASHA, failures, resume.
+
+- A smoke search (4x64 target, tiny budget) runs the four baseline arms and three sampled
+  schedules. The test space makes the outcome deterministic by trial number: a good schedule, a
+  schedule whose LR collapses after growth (ASHA must stop it at a rung, on the FLOP clock) and
+  one whose LR explodes (NaN -> the trial is marked failed with the reason; the search goes on).
+  Afterwards no Train actor or placement group is left, and MLflow holds one child run per trial.
+- The CLI driver is SIGKILLed mid-search; `--resume DIR` finishes it with every trial exactly
+  once in the results and in MLflow, without re-running finished trials.
+
+Each trial costs ~15 s of Ray Train start-up on the standard machine (more under load).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from raygrow.model import ModelConfig
+from raygrow.search.config import SMOKE_TRAIN, SearchConfig
+
+pytestmark = pytest.mark.ray
+
+TRAIN_CLASSES = {"TrainController", "RayTrainWorker", "SynchronizationActor"}
+"""Train's per-run actors (its detached PlacementGroupCleaner may outlive a run by design)."""
+
+SPACE = '''
+KINDS = ["good", "collapse", "explode"]
+
+
+def scripted(trial):
+    """Trial n gets KINDS[n % 3] (a test fixture: no suggestions, the order is the point)."""
+    kind = KINDS[trial.number % 3]
+    lr = {"good": {}, "collapse": {"lr_scale": 1e-6}, "explode": {"lr_scale": 1e30}}[kind]
+    return {"stages": [{
+        "operator": "stack", "factor": 2, "at": 0.2,
+        "lr_policy": "rescale" if lr else "continue", "lr_params": lr,
+    }]}
+'''
+
+
+def search_config(tmp_path: Path, space: str, num_samples: int) -> SearchConfig:
+    return SearchConfig(
+        space=space,
+        target=ModelConfig.from_shape("4x64").to_dict(),
+        tokens=96 * 8 * 64,
+        train=dict(SMOKE_TRAIN, threads=1, amp=False),
+        num_samples=num_samples,
+        experiment="test-search",
+        tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+        out=str(tmp_path),
+        seed=0,
+        grace_frac=0.3,
+        reduction_factor=2,
+        small=ModelConfig.from_shape("2x64").to_dict(),
+    )
+
+
+def live_train_state() -> tuple[list, list]:
+    from ray.util.state import list_actors, list_placement_groups
+
+    actors = list_actors(filters=[("state", "=", "ALIVE")], raise_on_missing_output=False)
+    pgs = list_placement_groups(raise_on_missing_output=False)
+    return (
+        [a.class_name for a in actors if a.class_name in TRAIN_CLASSES],
+        [pg.placement_group_id for pg in pgs if pg.state != "REMOVED"],
+    )
+
+
+def mlflow_children(tmp_path: Path, experiment: str) -> pd.DataFrame:
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = mlflow.search_runs(experiment_names=[experiment])
+    return runs[runs["tags.raygrow.role"] == "trial"]
+
+
+def test_smoke_search(ray_cluster, tmp_path) -> None:
+    from raygrow.search.spaces import resolve_space
+    from raygrow.search.tuner import run_search
+
+    space_file = tmp_path / "scripted.py"
+    space_file.write_text(SPACE)
+    cfg = search_config(tmp_path, resolve_space(f"{space_file}:scripted"), num_samples=3)
+    cfg.save()
+    outcome = run_search(cfg)
+    assert outcome.complete
+
+    table = pd.read_parquet(tmp_path / "results.parquet")
+    assert (tmp_path / "results.md").read_text().count("| stack x2 @20%") == 3
+    assert len(table) == 7 and table["trial_id"].is_unique
+    base = table[table["arm"] != "grown"]
+    assert sorted(base["arm"]) == ["scratch", "scratch", "scratch", "small"]
+    assert (base["status"] == "completed").all()
+    assert base["speedup"].notna().all()
+
+    grown = table[table["arm"] == "grown"].set_index("schedule")
+    kinds = {s.split("lr=")[-1] if "lr=" in s else "good": row for s, row in grown.iterrows()}
+    good, collapse, explode = (
+        kinds["good"],
+        kinds["rescale(1e-06)]"],
+        kinds["rescale(1e+30)]"],
+    )
+    assert good["status"] == "completed" and good["speedup"]
+    # ASHA stopped the collapsed run early, on the compute clock
+    assert collapse["status"].startswith("stopped by ASHA at FLOPs")
+    assert collapse["flops"] < cfg.budget_flops and collapse["tokens"] < cfg.tokens
+    assert collapse["speedup"] is None
+    # the NaN run failed with its reason, was not retried into the same NaN, search went on
+    assert explode["status"].startswith("failed: diverged: train loss is nan")
+    assert "validity" in outcome.summary and outcome.summary["complete"]
+
+    deadline = time.monotonic() + 60  # Train's cleaner removes a killed run's group in ~5 s
+    while live_train_state() != ([], []):
+        assert time.monotonic() < deadline, f"left behind: {live_train_state()}"
+        time.sleep(1)
+
+    children = mlflow_children(tmp_path, "test-search")
+    assert sorted(children["tags.raygrow.trial_id"]) == sorted(table["trial_id"])
+    by_trial = children.set_index("tags.raygrow.trial_id")["tags.raygrow.status"]
+    for _, row in table.iterrows():
+        assert by_trial[row["trial_id"]] == row["status"]
+
+
+def _trial_dirs(out: Path) -> list[Path]:
+    return sorted((out / "trials").glob("*"), key=lambda p: p.stat().st_mtime)
+
+
+def _evals(trial: Path) -> int:
+    path = trial / "metrics.jsonl"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def test_kill_driver_and_resume(ray_cluster, tmp_path) -> None:
+    out = tmp_path / "exp"
+    cmd = [sys.executable, "-m", "raygrow.search", "--smoke-test", "--num-samples", "2"]
+    cmd += ["--tokens", str(96 * 8 * 64), "--out", str(out)]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own local cluster
+    log = open(tmp_path / "first.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 900
+        while True:  # kill once a sampled trial (5th trial folder) is training
+            dirs = _trial_dirs(out) if (out / "trials").exists() else []
+            if (out / "ray" / "search").exists() and len(dirs) >= 5 and _evals(dirs[-1]) >= 2:
+                break
+            assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the search did not reach a sampled trial"
+            time.sleep(1)
+        evals_at_kill = {d.name: _evals(d) for d in dirs}
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        log.close()
+        time.sleep(5)
+        try:  # the killed driver's own Ray processes share its session: end them
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "raygrow.search", "--resume", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=900,
+    )
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    table = pd.read_parquet(out / "results.parquet")
+    assert len(table) == 4 + 2 and table["trial_id"].is_unique
+    assert (table[table["arm"] != "grown"]["status"] == "completed").all()
+    assert table["status"].str.match(r"^(completed|stopped by ASHA|failed)").all()
+    for tid in table[table["arm"] != "grown"]["trial_id"]:  # finished: not trained again
+        assert _evals(out / "trials" / tid) == evals_at_kill[tid], tid
+    children = mlflow_children(out, json.loads((out / "search.json").read_text())["experiment"])
+    assert sorted(children["tags.raygrow.trial_id"]) == sorted(table["trial_id"])
