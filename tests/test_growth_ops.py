@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from raygrow.errors import ConfigError
 from raygrow.flops import flops_per_token
 from raygrow.growth import GrowthState, apply_directives, frozen_fqns, get_operator, grow
+from raygrow.growth._fqn import LAYER_KEYS
 from raygrow.growth.check import fresh_state, toy_batch_fn, toy_config, train_briefly
 from raygrow.model import build_model
 from raygrow.train.optim import AdamWConfig, build_optimizer
@@ -157,7 +158,7 @@ def test_random_ramp_directive(trained) -> None:
 # --------------------------------------------------------------------------- incremental
 def test_incremental_freeze_directive(trained) -> None:
     new, report = run(trained, "incremental", phase_steps=5)
-    old = [f"layers.{i}.{k}" for i in range(2) for k in get_layer_keys()]
+    old = [f"layers.{i}.{k}" for i in range(2) for k in LAYER_KEYS]
     assert report.directives == {"freeze": {"fqns": old, "steps": 5}}
     model = build_model(new.config, new.params)
     opt = build_optimizer(model, AdamWConfig(lr=1e-2), new.optim)
@@ -182,12 +183,6 @@ def test_incremental_freeze_directive(trained) -> None:
     assert report.directives == {}
 
 
-def get_layer_keys():
-    from raygrow.growth._fqn import LAYER_KEYS
-
-    return LAYER_KEYS
-
-
 # --------------------------------------------------------------------------- learned (LiGO)
 def test_learned_reports_phase_cost(trained) -> None:
     new, report = run(trained, "learned", phase_steps=3)
@@ -208,12 +203,17 @@ def test_learned_without_phase_equals_stack_and_training_helps(trained) -> None:
     assert report.loss_after < stack_report.loss_after  # the learned map beats plain stacking
 
 
-def test_learned_default_phase_and_width(trained_gqa) -> None:
-    new, report = run(trained_gqa, "learned", d_model=128, n_layers=3)
+def test_learned_default_phase(trained) -> None:
+    _, report = run(trained, "learned", n_layers=3)
     assert report.params["phase_steps"] == 100 and report.directives["extra_sequences"] == 800
+
+
+def test_learned_width_with_gqa(trained_gqa) -> None:
+    new, report = run(trained_gqa, "learned", d_model=128, n_layers=3, phase_steps=5)
     assert (new.config.n_layers, new.config.d_model, new.config.n_heads) == (3, 128, 8)
-    assert new.config.kv_heads == 4
+    assert new.config.kv_heads == 4 and report.directives["extra_sequences"] == 40
     assert math.isfinite(report.loss_after)
+    assert list(new.optim) == list(new.params)
 
 
 # --------------------------------------------------------------------------- staged width
