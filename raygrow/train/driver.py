@@ -40,7 +40,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from raygrow.errors import ConfigError
+from raygrow.errors import CheckpointError, ConfigError
 from raygrow.train.config import TRAJECTORY_FIELDS, TrainConfig
 from raygrow.train.worker import checkpoint_file, train_fn_per_worker
 
@@ -128,12 +128,10 @@ def run_name(config: TrainConfig, schedule: GrowthSchedule | None) -> str:
     return f"train-{digest[:12]}"
 
 
-def validate_scaling(
+def check_request(
     config: TrainConfig, *, num_workers: int, use_gpu: bool, cpus_per_worker: float
-) -> dict[str, float]:
-    """Check the request against the connected cluster; return resources per worker."""
-    import ray
-
+) -> None:
+    """The checks that need no cluster: worker count, batch split, device."""
     if num_workers < 1:
         raise ConfigError(f"num_workers={num_workers} must be >= 1; use --workers 1 or more")
     if cpus_per_worker <= 0:
@@ -154,6 +152,16 @@ def validate_scaling(
             f"device={config.device} with Ray workers needs --use-gpu (workers get their GPU "
             "from Ray); add --use-gpu or use --device cpu"
         )
+
+
+def validate_scaling(
+    config: TrainConfig, *, num_workers: int, use_gpu: bool, cpus_per_worker: float
+) -> dict[str, float]:
+    """Check the request (`check_request`) and against the connected cluster's CPUs and GPUs;
+    return the resources per worker."""
+    import ray
+
+    check_request(config, num_workers=num_workers, use_gpu=use_gpu, cpus_per_worker=cpus_per_worker)
     cluster = ray.cluster_resources()
     cpus = cluster.get("CPU", 0.0)
     if num_workers * cpus_per_worker > cpus:
@@ -192,7 +200,6 @@ def shared_data_ref(config: TrainConfig) -> Any:
 
 def check_resume(config: TrainConfig, schedule: GrowthSchedule | None, resume: str | Path) -> Path:
     """Fail before training if `resume` is missing or was made by a different trajectory."""
-    from raygrow.errors import CheckpointError
     from raygrow.train.state import load_checkpoint
 
     path = Path(resume).resolve()
@@ -317,6 +324,13 @@ def run_distributed(
     instance) and shuts it down at the end. Returns the last evaluation's metrics plus
     `checkpoint` (the final loop checkpoint file), `out_dir` and `ray_run_dir`.
     """
+    # what needs no cluster fails before Ray starts
+    check_request(config, num_workers=num_workers, use_gpu=use_gpu, cpus_per_worker=cpus_per_worker)
+    if resume is not None and not Path(resume).exists():
+        raise CheckpointError(
+            f"checkpoint {str(resume)!r} does not exist; pass a checkpoint file or a run's "
+            "checkpoints folder"
+        )
     with ray_session():
         trainer = build_trainer(
             config,

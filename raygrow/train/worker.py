@@ -107,6 +107,40 @@ class RayReportHooks:
         pass  # growth shows up in the next evaluation's n_params/n_layers/growth_events
 
 
+def warm_peak_flops_cache(device: torch.device, dtype: torch.dtype) -> None:
+    """Reuse this node's peak-FLOP/s measurement across runs (the loop's MFU denominator).
+
+    `raygrow.flops.measure_peak_flops` times 22 large matmuls, cached per process: 1-2.5 s of
+    every Train worker's start-up here, since each run starts new worker processes. The value is
+    kept in a small JSON file per (host, device, dtype, threads, torch) and put into that
+    per-process cache before the loop asks for it.
+    """
+    import json
+    import socket
+
+    from raygrow import flops
+    from raygrow.data import default_cache_dir
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    key = "|".join(
+        [socket.gethostname(), name, str(dtype), str(torch.get_num_threads()), torch.__version__]
+    )
+    path = default_cache_dir().parent / "peak_flops.json"
+    try:
+        cache = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if key in cache:
+        flops._PEAK_CACHE[(device.type, str(dtype))] = float(cache[key])
+        return
+    cache[key] = flops.measure_peak_flops(dtype, device.type)
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache, indent=1))
+        os.replace(tmp, path)
+
+
 def checkpoint_file(folder: str | Path) -> Path | None:
     """The loop checkpoint inside a reported Ray checkpoint folder."""
     files = sorted(Path(folder).glob("ckpt-*.pt"))
@@ -130,6 +164,7 @@ def train_fn_per_worker(spec: dict[str, Any]) -> None:
     torch.set_num_threads(config.threads or spec["threads"])
     config = config.replace(device=str(device), threads=None)
     data = ray.get(spec["data"]) if spec["data"] is not None else None
+    warm_peak_flops_cache(device, torch.bfloat16 if config.amp else torch.float32)
     dist = DistContext.from_torch(device)
 
     ray_ckpt = ray.train.get_checkpoint()
