@@ -604,8 +604,10 @@ def local_server(
     artifacts_dir: str | Path | None = None,
     timeout_s: float = 120.0,
     log_file: str | Path | None = None,
+    command: str = "server",
 ) -> Iterator[str]:
-    """Run `mlflow server` on 127.0.0.1 for the duration of a `with` block; yields its URL.
+    """Run `mlflow server` (or `mlflow ui`: `command="ui"`, the same server) on 127.0.0.1 for
+    the duration of a `with` block; yields its URL.
 
     The server gets its own process group (it starts a uvicorn child), which is stopped by that
     id on exit: SIGTERM, then SIGKILL after 15 s. MLflow's background job runner is switched off
@@ -613,7 +615,7 @@ def local_server(
     `artifacts_dir`, artifacts are proxied through the server (`mlflow-artifacts:/`).
     """
     port = port or free_port()
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
+    cmd = [sys.executable, "-m", "mlflow", command, "--backend-store-uri", backend_uri,
            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]  # fmt: skip
     if artifacts_dir is not None:
         cmd += ["--artifacts-destination", Path(artifacts_dir).resolve().as_uri()]

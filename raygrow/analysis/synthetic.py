@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from raygrow.model import ModelConfig
+from raygrow.speedup import speedup_at_matched_loss
 
 E, B, ALPHA, C0 = 1.2, 0.35, 0.3, 1e13
 LOSS_INIT = math.log(256)
@@ -83,6 +84,7 @@ def log_search(
         {"raygrow.search": tracker.experiment, "synthetic": "true"},
     )
     runs: dict[str, str] = {}
+    scratch: dict[int, list[tuple[float, float]]] = {}  # seed -> annealed (flops, loss)
 
     def emit(trial, arm, params, tokens, flops, loss, n_params, status, events=()):
         runs[trial] = tracker.trial_run(trial, params, arm)
@@ -97,7 +99,13 @@ def log_search(
             )  # fmt: skip
         if events:
             tracker.log_growth_events(trial, list(events))
-        tracker.finish_trial(trial, status, {"budget_tokens": D}, {"schedule": params})
+        tags: dict = {"budget_tokens": D}
+        if arm == "scratch" and status == "completed":
+            scratch.setdefault(params["seed"], []).append((float(flops[-1]), float(loss[-1])))
+        if arm != "scratch" and scratch.get(params["seed"]):  # as the search reports it
+            sp = speedup_at_matched_loss(scratch[params["seed"]], float(flops[-1]), float(loss[-1]))
+            tags.update(speedup_vs_scratch=sp.value, speedup_text=str(sp))
+        tracker.finish_trial(trial, status, tags, {"schedule": params})
 
     fpt = 6 * plan.n_params
     for seed in seeds:
