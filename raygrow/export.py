@@ -186,7 +186,8 @@ def export_state(
         "flops": state.flops,
         "model_config": config.to_dict(),
         "n_params": config.n_params(),
-        "tokenizer": state.train_config.get("tokenizer", "byte"),
+        "tokenizer": state.train_config.get("tokenizer"),  # None: the data's default (byte)
+        "data": state.train_config.get("data"),
         "growth_history": [
             {k: e.get(k) for k in ("operator", "step", "tokens", "flops", "stage", "params")}
             for e in state.growth_history
@@ -273,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             path = Path(args.checkpoint)
         state = load_checkpoint(path)
-        provenance["checkpoint"] = str(path)
+        provenance["checkpoint"] = str(Path(path).resolve())
         name = args.run_id or Path(path).stem
         out = Path(args.out or Path("raygrow_runs") / "exports" / name)
         info = export_state(state, out, args.dtype, provenance)
