@@ -58,9 +58,10 @@ CONTRACT_METRICS = (
     "n_params",
     "speedup_vs_scratch",
 )
-# numeric extras the training loop reports; anything else (Tune's autofilled
+# numeric extras the loop and the Ray worker report (elapsed_s: wall seconds since the
+# attempt's first eval); anything else (Tune's autofilled
 # time_this_iter_s, training_iteration, pid, ...) is not logged
-EXTRA_METRICS = ("mfu", "n_layers", "d_model", "growth_events", "step", "grad_norm")
+EXTRA_METRICS = ("mfu", "n_layers", "d_model", "growth_events", "step", "grad_norm", "elapsed_s")
 # per growth event, logged at step = the event's tokens
 GROWTH_METRICS = (
     "growth_loss_before",
