@@ -125,3 +125,29 @@ def test_two_stage_growth_and_resume_after_growth(tmp_path: Path) -> None:
     resumed = train(cfg.replace(out_dir=str(tmp_path / "r")), schedule, resume=ckpt, verbose=False)
     assert resumed.final["val_loss"] == full.final["val_loss"]
     assert resumed.state.model_config == state.model_config
+
+
+def test_incremental_freeze_and_msg_ramp_directives(tmp_path: Path) -> None:
+    from raygrow.schedule import fixed
+    from raygrow.train.loop import Trainer
+
+    start = TINY.replace(n_layers=1)
+    sched = fixed(start, "incremental", 0.25, factor=2, phase_steps=5)
+    trainer = Trainer(tiny_config(tmp_path / "inc", steps=20), sched, verbose=False)
+    while trainer.state.step < 6:  # grows at step 5 (a quarter of 20 steps)
+        trainer.step_once()
+    assert trainer.model_config.n_layers == 2
+    old = trainer.model.state_dict()["layers.0.attn.wq.weight"].clone()
+    trainer.step_once()  # inside the freeze phase: layer 0 must not move
+    assert torch.equal(trainer.model.state_dict()["layers.0.attn.wq.weight"], old)
+    for _ in range(4):
+        trainer.step_once()  # phase over: everything trains
+    assert not torch.equal(trainer.model.state_dict()["layers.0.attn.wq.weight"], old)
+
+    sched = fixed(start, "random", 0.25, factor=2, ramp_steps=4)
+    trainer = Trainer(tiny_config(tmp_path / "msg", steps=20), sched, verbose=False)
+    scales = []
+    while trainer.state.step < 12:
+        trainer.step_once()
+        scales.append(trainer.model.layers[-1].branch_scale)
+    assert scales[4:11] == [1.0, 0.0, 0.25, 0.5, 0.75, 1.0, 1.0]

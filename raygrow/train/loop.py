@@ -25,7 +25,7 @@ from torch import nn
 from raygrow.data import BatchSampler, TokenData, load_tokens, val_windows
 from raygrow.errors import CheckpointError, ConfigError
 from raygrow.flops import flops_per_token, measure_peak_flops
-from raygrow.growth import GrowthState, grow
+from raygrow.growth import GrowthState, apply_directives, frozen_fqns, grow
 from raygrow.model import ModelConfig, Transformer, build_model
 from raygrow.train.config import TrainConfig
 from raygrow.train.dist import DistContext, resolve_device
@@ -196,16 +196,11 @@ class Trainer:
         self.frozen: list[nn.Parameter] = []
         params = dict(self.model.named_parameters())
         for event in active:
-            directives = event.get("directives") or {}
             since = step - event["step"]
-            for ramp in directives.get("branch_ramps", []):
-                scale = min(1.0, since / max(1, ramp["steps"]))
-                for i in ramp["layers"]:
-                    if i < len(self.model.layers):
-                        self.model.layers[i].branch_scale = scale
-            freeze = directives.get("freeze")
-            if freeze and since < freeze["steps"]:
-                self.frozen += [params[n] for n in freeze["fqns"] if n in params]
+            apply_directives(self.model, event["directives"], since)
+            self.frozen += [
+                params[n] for n in frozen_fqns(event["directives"], since) if n in params
+            ]
 
     def _maybe_grow(self) -> None:
         sched = self.schedule
