@@ -5,7 +5,7 @@ Each space is a plain define-by-run function `(trial: optuna.Trial) -> dict` tha
 target (see `search_spaces._common.stage`). Every space here is validated by one parametrized
 test (tests/test_spaces.py): many samples must turn into valid schedules.
 
-    default        depth x2 with stack/zero/random at 10-50 % of the budget (15-minute default)
+    default        G_stack g=4 (stack/zero/random) at 10-50 % of the budget (15-minute default)
     gstack         G_stack: growth time, factor g in {2, 4}, depth operator, layer map
     width          width operators, what to widen (all / MLP only), optimizer and LR policies
     staged         Staged Training: slope-triggered staged_depth / staged_width

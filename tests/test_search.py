@@ -103,12 +103,21 @@ def test_plan_of_a_sampled_trial(tmp_path) -> None:
     from raygrow.search.spaces import SpaceRef
 
     cfg = small_cfg(tmp_path)
-    added = SpaceRef("default")(
-        optuna.trial.FixedTrial({"grow_at": 0.25, "operator": "stack", "stack.layer_map": "stack"})
+    added = SpaceRef("gstack")(
+        optuna.trial.FixedTrial(
+            {
+                "g": 2,
+                "grow_at": 0.25,
+                "operator": "stack",
+                "stack.layer_map": "interleave",
+                "opt_policy": "carry",
+            }
+        )
     )
     plan = plan_trial(cfg, added, "abc")
-    assert plan.arm == "grown" and plan.description == "stack x2 @25% [layer_map=stack]"
+    assert plan.arm == "grown" and plan.description == "stack x2 @25% [layer_map=interleave]"
     assert plan.train.model.shape == "2x64" and plan.schedule.final_config().shape == "4x64"
+    assert plan.schedule.stages[0].params["layer_map"] == "interleave"
     assert plan.train.tokens == cfg.tokens  # same tokens as scratch, fewer FLOPs
     assert plan.train.out_dir == str(tmp_path / "trials" / "abc")
 

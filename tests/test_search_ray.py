@@ -29,8 +29,9 @@ from raygrow.search.config import SMOKE_TRAIN, SearchConfig
 
 pytestmark = pytest.mark.ray
 
-TRAIN_CLASSES = {"TrainController", "RayTrainWorker", "SynchronizationActor"}
-"""Train's per-run actors (its detached PlacementGroupCleaner may outlive a run by design)."""
+RUN_CLASSES = {"TrainController", "RayTrainWorker", "SynchronizationActor", "ImplicitFunc"}
+"""Train's per-run actors and Tune's trial actors (Train's detached PlacementGroupCleaner may
+outlive a run by design)."""
 
 SPACE = '''
 KINDS = ["good", "collapse", "explode"]
@@ -70,7 +71,7 @@ def live_train_state() -> tuple[list, list]:
     actors = list_actors(filters=[("state", "=", "ALIVE")], raise_on_missing_output=False)
     pgs = list_placement_groups(raise_on_missing_output=False)
     return (
-        [a.class_name for a in actors if a.class_name in TRAIN_CLASSES],
+        [a.class_name for a in actors if a.class_name in RUN_CLASSES],
         [pg.placement_group_id for pg in pgs if pg.state != "REMOVED"],
     )
 
@@ -113,7 +114,7 @@ def test_smoke_search(ray_cluster, tmp_path) -> None:
     # ASHA stopped the collapsed run early, on the compute clock
     assert collapse["status"].startswith("stopped by ASHA at FLOPs")
     assert collapse["flops"] < cfg.budget_flops and collapse["tokens"] < cfg.tokens
-    assert collapse["speedup"] is None
+    assert pd.isna(collapse["speedup"])
     # the NaN run failed with its reason, was not retried into the same NaN, search went on
     assert explode["status"].startswith("failed: diverged: train loss is nan")
     assert "validity" in outcome.summary and outcome.summary["complete"]
@@ -139,7 +140,8 @@ def _evals(trial: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-def test_kill_driver_and_resume(ray_cluster, tmp_path) -> None:
+@pytest.mark.slow  # two Ray start-ups and ~7 trials: about 3 minutes on a quiet machine
+def test_kill_driver_and_resume(tmp_path) -> None:
     out = tmp_path / "exp"
     cmd = [sys.executable, "-m", "raygrow.search", "--smoke-test", "--num-samples", "2"]
     cmd += ["--tokens", str(96 * 8 * 64), "--out", str(out)]

@@ -24,8 +24,8 @@ from raygrow.errors import EXIT_OK, EXIT_RUN_FAILURE, ConfigError, cli_entry
 
 DEFAULTS: dict[str, Any] = {
     "space": "default",
-    "target": "4x128",
-    "tokens": 1_310_720,  # 640 steps of 16 x 128 tokens
+    "target": "4x64",
+    "tokens": 901_120,  # 880 steps of 8 x 128 tokens
     "num_samples": 6,
 }
 RESUME_IGNORES = (

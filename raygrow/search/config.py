@@ -24,7 +24,7 @@ CONFIG_FILE = "search.json"
 # Base training settings of every arm unless --target CONFIG gives others (TrainConfig keys).
 DEFAULT_TRAIN: dict[str, Any] = {
     "seq_len": 128,
-    "batch_size": 16,
+    "batch_size": 8,
     "lr": 3e-3,
     "min_lr_frac": 0.1,
     "lr_schedule": "cosine",
@@ -48,11 +48,9 @@ class SearchConfig:
 
     space: str = "default"
     """Registry name in `search_spaces.SPACES` or `/abs/path/file.py:function`."""
-    target: dict[str, Any] = field(
-        default_factory=lambda: ModelConfig.from_shape("4x128").to_dict()
-    )
+    target: dict[str, Any] = field(default_factory=lambda: ModelConfig.from_shape("4x64").to_dict())
     """ModelConfig.to_dict() of the target model."""
-    tokens: int = 1_572_864
+    tokens: int = 901_120
     """Token budget of every full-budget arm (the target from scratch defines the FLOP budget)."""
     train: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_TRAIN))
     """TrainConfig fields shared by all arms (model, tokens, out_dir, threads are set per arm)."""
@@ -62,7 +60,7 @@ class SearchConfig:
     workers: int = 1
     """Ray Train workers per trial (each takes one CPU, or one GPU with use_gpu)."""
     use_gpu: bool = False
-    experiment: str = "default-4x128"
+    experiment: str = "default-4x64"
     tracking_uri: str = ""
     out: str = ""
     """Absolute experiment folder."""

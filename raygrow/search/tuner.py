@@ -226,6 +226,9 @@ def ray_session(cfg: SearchConfig) -> Iterator[bool]:
     from raygrow.train.driver import apply_fast_start_env
 
     apply_fast_start_env()  # before ray.init: Ray's worker processes inherit the environment
+    # Idle OpenMP threads sleep instead of spinning: on a shared or busy machine spinning
+    # threads of a 2-thread run made steps ~20x slower; passive waiting costs little when idle.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if ray.is_initialized():
         yield False
         return
