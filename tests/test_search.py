@@ -163,8 +163,12 @@ def test_rows_status_speedup_and_rank() -> None:
     assert rows["g3"]["status"] == "stopped by ASHA at FLOPs 25" and rows["g3"]["speedup"] is None
     assert rows["g4"]["status"] == "failed: diverged: nan" and rows["g4"]["speedup"] is None
     assert rows["s100"]["speedup"] == "1.00x"
+    assert rows["g1"]["reaches_target"] and not rows["g2"]["reaches_target"]
+    assert rows["small"]["speedup"] == "1.11x" and not rows["small"]["reaches_target"]
+    # reaching the target's scratch loss first (cheapest first), then by loss; the small
+    # model's large matched-loss ratio does not make it a winner
     order = [r["trial_id"] for r in build_rows(infos)]
-    assert order[:2] == ["g1", "g2"] and order[-2:] == ["g3", "g4"]
+    assert order == ["g1", "s100", "g2", "s75", "small", "s50", "g3", "g4"]
     check = validity(list(rows.values()))
     assert check["valid"] and math.isclose(check["margin"], 0.3)
     md = to_markdown(build_rows(infos))

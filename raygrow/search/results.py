@@ -14,6 +14,11 @@ Beyond the measured scratch range it is a bound, never an extrapolation: `>1.14x
 never reached that loss within its largest budget. Partial (stopped) runs get no speedup: their
 loss is not an annealed final loss.
 
+Ranking: completed runs that reach the target's full-budget scratch loss come first, cheapest
+first (the largest speedup bound); then the other completed runs by loss - a cheap run that
+never gets there (the small model alone) is no win, however large its matched-loss ratio; then
+stopped, unfinished and failed runs.
+
 Validity: the target from scratch must end below the small model alone at the full budget,
 otherwise "growth beats scratch" may only mean "the small model was better all along"
 (pilot_growth_d128.md).
@@ -43,10 +48,20 @@ TABLE_COLUMNS = (
     "speedup",
     "speedup_vs_scratch",
     "speedup_bound",
+    "reaches_target",
     "n_params",
     "trial_id",
 )
-MARKDOWN_COLUMNS = ("rank", "arm", "schedule", "val_loss", "flops", "speedup", "status")
+MARKDOWN_COLUMNS = (
+    "rank",
+    "arm",
+    "schedule",
+    "val_loss",
+    "flops",
+    "speedup",
+    "reaches_target",
+    "status",
+)
 SMALL_MARGIN = 0.01
 """A validity margin below this many nats is reported as not robust (single seed)."""
 
@@ -138,8 +153,13 @@ def build_rows(infos: Sequence[TrialInfo]) -> list[dict[str, Any]]:
             }
         )
     points = scratch_points(rows)
+    target_loss = _target_loss(rows)
     for row in rows:
-        if points and row["status"] == "completed" and _finite(row["val_loss"]):
+        done = row["status"] == "completed" and _finite(row["val_loss"])
+        row["reaches_target"] = (
+            None if not done or target_loss is None else bool(row["val_loss"] <= target_loss)
+        )
+        if points and done:
             sp = speedup_at_matched_loss(points, row["flops"], row["val_loss"])
             row["speedup"] = str(sp)
             row["speedup_vs_scratch"] = sp.value
@@ -154,15 +174,27 @@ def _num(value: Any) -> float | None:
     return float(value) if _finite(value) else None
 
 
+def _target_loss(rows: Sequence[dict[str, Any]]) -> float | None:
+    """Final loss of the target from scratch at the full budget (what growth must reach)."""
+    for r in rows:
+        if r["arm"] == "scratch" and "@100%" in r["schedule"] and r["status"] == "completed":
+            return r["val_loss"]
+    return None
+
+
 def _rank_key(row: dict[str, Any]) -> tuple:
+    """Best first: runs that reach the target's scratch loss, cheapest first (largest speedup
+    bound); then the other completed runs by loss (a cheap run that never gets there, such as
+    the small model, is not a win however large its matched-loss ratio); then stopped runs
+    (furthest first), unfinished and failed ones."""
     kind = KIND_ORDER.get(status_kind(row["status"]), 9)
     loss = row["val_loss"] if row["val_loss"] is not None else math.inf
+    flops = row["flops"] if row["flops"] is not None else math.inf
     if kind == 0:
-        speed = row["speedup_vs_scratch"]
-        return (kind, -(speed if speed is not None else -math.inf), loss)
+        return (kind, 0, flops, loss) if row["reaches_target"] else (kind, 1, loss, flops)
     if kind == 1:
-        return (kind, -(row["flops"] or 0.0), loss)
-    return (kind, 0.0, loss)
+        return (kind, 0, -flops, loss)
+    return (kind, 0, loss, 0.0)
 
 
 def validity(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -202,6 +234,8 @@ def to_markdown(rows: Sequence[dict[str, Any]], columns: Sequence[str] = MARKDOW
     def cell(value: Any, col: str) -> str:
         if value is None:
             return "—"
+        if isinstance(value, bool):
+            return "yes" if value else "no"
         if col == "flops" and isinstance(value, float):
             return f"{value:.3g}"
         if isinstance(value, float):

@@ -358,7 +358,11 @@ def _summary(
     best = "no completed growth schedule"
     if grown:
         top = grown[0]
-        best = f"{top['schedule']}: val_loss {top['val_loss']:.4f}, speedup {top['speedup']}"
+        reach = "reaches" if top["reaches_target"] else "does NOT reach"
+        best = (
+            f"{top['schedule']}: val_loss {top['val_loss']:.4f}, speedup {top['speedup']} "
+            f"({reach} the target's scratch loss)"
+        )
     counts = Counter(f"{r['arm']} {status_kind(r['status'])}" for r in rows)
     return {
         "experiment": cfg.experiment,
