@@ -72,6 +72,16 @@ def test_search_wiring(tmp_path) -> None:
     pickle.dumps(w.run_config.callbacks)  # Tune pickles callbacks for Tuner.restore
 
 
+def test_storage_paths(tmp_path) -> None:
+    from raygrow.search.tuner import search_wiring
+
+    local = small_cfg(tmp_path)
+    assert local.tune_storage == f"{tmp_path}/ray" and local.train_storage == f"{tmp_path}/train"
+    s3 = small_cfg(tmp_path, storage="s3://bucket/raygrow/x")
+    assert search_wiring(s3).run_config.storage_path == "s3://bucket/raygrow/x/ray"
+    assert s3.train_storage == "s3://bucket/raygrow/x/train"
+
+
 def test_baseline_wiring_and_arms(tmp_path) -> None:
     from ray.tune.schedulers import FIFOScheduler
 
@@ -226,6 +236,7 @@ def test_bad_input_exits_2_before_ray(tmp_path, monkeypatch, capsys) -> None:
         ["--smoke-test", "--tokens", "100"],
         ["--smoke-test", "--workers", "64"],
         ["--smoke-test", "--tracking-uri", "file:///tmp/mlruns"],
+        ["--smoke-test", "--storage", "ftp://host/x"],
     ]
     for argv in cases:
         with pytest.raises(SystemExit) as exc:

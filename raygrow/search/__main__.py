@@ -38,6 +38,7 @@ RESUME_IGNORES = (
     "tracking_uri",
     "out",
     "small",
+    "storage",
 )
 SMOKE: dict[str, Any] = {
     "space": "default",
@@ -97,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--retry-errored", action="store_true", help="with --resume: re-run errored trials"
     )
     p.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else a local cluster)")
+    p.add_argument(
+        "--storage",
+        help="Tune/Train storage root for a multi-node cluster: s3://BUCKET/PATH, gs://..., or "
+        "a folder mounted at the same path on every node (default: the experiment folder)",
+    )
     p.add_argument(
         "--smoke-test", action="store_true", help="tiny target and budget, 2 samples (~2 min)"
     )
@@ -182,6 +188,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
     uri = args.tracking_uri or default_tracking_uri(out)
     SearchTracker.check_reachable(uri)
     num_samples = base["num_samples"] if args.num_samples is None else args.num_samples
+    storage = _storage(args.storage)
     cfg = SearchConfig(
         space=space,
         target=target.to_dict(),
@@ -202,8 +209,23 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
         max_failures=args.max_failures,
         smoke_test=args.smoke_test,
         address=args.address,
+        storage=storage,
     )
     return cfg, check
+
+
+def _storage(value: str | None) -> str | None:
+    """A storage URI (scheme checked) or an absolute folder; None stays None."""
+    if value is None:
+        return None
+    if "://" in value:
+        scheme = value.split("://", 1)[0]
+        if scheme not in ("s3", "gs", "gcs", "abfs", "hdfs", "file"):
+            raise ConfigError(
+                f"--storage {value!r}: unknown scheme {scheme!r}; use s3://, gs:// or a folder"
+            )
+        return value.rstrip("/")
+    return str(Path(value).expanduser().resolve())
 
 
 @cli_entry

@@ -77,6 +77,9 @@ class SearchConfig:
     smoke_test: bool = False
     address: str | None = None
     """Ray address (None: RAY_ADDRESS if set, else a local cluster)."""
+    storage: str | None = None
+    """Root of the Tune and Train storage paths: a URI (s3://, gs://) or a folder every node
+    mounts at the same path; None = the experiment folder (one machine)."""
 
     def __post_init__(self) -> None:
         checks = [
@@ -121,6 +124,16 @@ class SearchConfig:
     @property
     def experiment_dir(self) -> Path:
         return Path(self.out)
+
+    @property
+    def tune_storage(self) -> str:
+        """Tune's storage_path (runs `baselines` and `search` under it)."""
+        return f"{(self.storage or self.out).rstrip('/')}/ray"
+
+    @property
+    def train_storage(self) -> str:
+        """Train's storage_path (one run `train-<trial_id>` per trial under it)."""
+        return f"{(self.storage or self.out).rstrip('/')}/train"
 
     def base_train(
         self, model: ModelConfig | None = None, tokens: int | None = None

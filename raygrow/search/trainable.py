@@ -9,7 +9,8 @@ trial by killing this actor (ray_stack.md §1.4), so all bookkeeping lives in th
 callbacks and result collection.
 
 Names are deterministic so a restored trial resumes: the Train run is `train-<trial_id>` under
-`<experiment>/train/`, the loop writes `<experiment>/trials/<trial_id>/`.
+the Train storage path (`<experiment>/train/`, or `<--storage>/train`), the loop writes
+`<experiment>/trials/<trial_id>/` on the node of each rank.
 
 Divergence: the loop raises `TrainingDiverged` on a NaN/inf loss. The worker's exception makes
 `fit()` raise; this function re-raises it as `TrialDiverged(reason)` so Tune records the trial as
@@ -149,7 +150,7 @@ def trial_driver(config: dict[str, Any], search: dict[str, Any] | None = None) -
         plan.schedule,
         num_workers=cfg.workers,
         use_gpu=cfg.use_gpu,
-        storage_path=str(cfg.experiment_dir / "train"),
+        storage_path=cfg.train_storage,
         name=f"train-{trial_id}",
         max_failures=0,  # retries happen at the Tune level (FailureConfig), divergence never
         callbacks=[TuneReportCallback()],

@@ -32,7 +32,6 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from raygrow.search.config import SearchConfig
@@ -149,7 +148,7 @@ def _run_config(cfg: SearchConfig, name: str, total: int) -> Any:
 
     return tune.RunConfig(
         name=name,
-        storage_path=str(cfg.experiment_dir / "ray"),
+        storage_path=cfg.tune_storage,
         callbacks=[TrackingCallback(cfg.to_dict())],
         failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
         progress_reporter=_reporter(cfg, total),
@@ -249,12 +248,12 @@ def ray_session(cfg: SearchConfig) -> Iterator[bool]:
         ray.shutdown()
 
 
-def _fit(wiring: Wiring, trainable: Any, path: Path, retry_errored: bool) -> Any:
+def _fit(wiring: Wiring, trainable: Any, path: str, retry_errored: bool) -> Any:
     from ray import tune
 
-    if tune.Tuner.can_restore(str(path)):
+    if tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(
-            str(path),
+            path,
             trainable=trainable,
             resume_unfinished=True,
             resume_errored=retry_errored,
@@ -305,11 +304,15 @@ def run_search(cfg: SearchConfig, *, retry_errored: bool = False) -> SearchOutco
     complete = True
     with ray_session(cfg):
         trainable = make_trainable(cfg)
-        grid = _fit(baseline_wiring(cfg), trainable, exp / "ray" / BASELINES, retry_errored)
+        grid = _fit(
+            baseline_wiring(cfg), trainable, f"{cfg.tune_storage}/{BASELINES}", retry_errored
+        )
         infos += results.collect_trials(grid, plan_of)
         complete = all(i.tune_status in ("TERMINATED", "ERROR") for i in infos)
         if complete and cfg.num_samples > 0:
-            grid = _fit(search_wiring(cfg), trainable, exp / "ray" / SEARCH, retry_errored)
+            grid = _fit(
+                search_wiring(cfg), trainable, f"{cfg.tune_storage}/{SEARCH}", retry_errored
+            )
             found = results.collect_trials(grid, plan_of)
             infos += found
             complete = len(found) >= cfg.num_samples and all(
