@@ -2,7 +2,8 @@
 
 - 2 workers and 1 worker with the same global batch and seed give the same loss curve, for a
   plain run and for a run that grows in depth and width mid-way;
-- SIGKILL of one worker process mid-run: Train restores the last checkpoint and the final
+- SIGKILL of one worker process mid-run, after a growth event: Train restores the last
+  checkpoint (grown model, FQN optimizer state, schedule and data position) and the final
   validation loss equals the uninterrupted run's;
 - bad scaling requests fail before training with a one-line ConfigError;
 - no Train actors or placement groups are left after a run ends, fails or is stopped.
@@ -25,6 +26,7 @@ import pytest
 
 from raygrow.errors import ConfigError
 from raygrow.model import ModelConfig
+from raygrow.schedule import GrowthSchedule, GrowthStage, Trigger
 from raygrow.train.config import TrainConfig
 
 pytestmark = pytest.mark.ray
@@ -120,62 +122,65 @@ def test_two_workers_match_one_worker(plain_runs) -> None:
         assert ckpt.stat().st_ino == (out / "checkpoints" / ckpt.name).stat().st_ino
 
 
-def test_two_workers_match_one_worker_with_growth(ray_cluster, tmp_path) -> None:
-    schedule_mod = pytest.importorskip("raygrow.schedule")
-    schedule = growth_schedule(schedule_mod)
-    outs = []
-    for n in (1, 2):
-        out = tmp_path / f"grow{n}"
-        result = run(tiny_config(out, model=schedule.start), n, schedule)
-        assert result["growth_events"] == 2
-        assert (result["n_layers"], result["d_model"]) == (
-            schedule.final_config().n_layers,
-            schedule.final_config().d_model,
-        )
-        outs.append(out)
-    assert_same_curve(*outs, tol=1e-4)
-
-
-def growth_schedule(schedule_mod: Any) -> Any:
+def growth_schedule() -> GrowthSchedule:
     """1x32 -> stack (depth x2) at 30% of the tokens -> hypercloning (width x2) at 60%."""
     stages = [
-        schedule_mod.GrowthStage(
-            trigger=schedule_mod.Trigger(at=at, fraction=True), operator=op, params=params
-        )
+        GrowthStage(trigger=Trigger(at=at, fraction=True), operator=op, params=params)
         for at, op, params in ((0.3, "stack", {"factor": 2}), (0.6, "hypercloning", {}))
     ]
-    start = ModelConfig(n_layers=1, d_model=32, n_heads=1, max_seq_len=SEQ)
-    return schedule_mod.GrowthSchedule(start, tuple(stages))
+    return GrowthSchedule(ModelConfig(n_layers=1, d_model=32, n_heads=1, max_seq_len=SEQ), stages)
 
 
-def checkpoint_registered(snapshot: Path) -> bool:
-    """Train has recorded a checkpoint (its snapshot file lists it), so a restore can use it."""
+@pytest.fixture(scope="module")
+def growth_runs(ray_cluster, tmp_path_factory) -> dict[int, tuple[Path, dict]]:
+    """The same growing run (2 growth events) with 1 and 2 workers."""
+    schedule = growth_schedule()
+    runs = {}
+    for n in (1, 2):
+        out = tmp_path_factory.mktemp(f"grow{n}")
+        runs[n] = (out, run(tiny_config(out, model=schedule.start), n, schedule))
+    return runs
+
+
+def test_two_workers_match_one_worker_with_growth(growth_runs) -> None:
+    final = growth_schedule().final_config()
+    for _, result in growth_runs.values():
+        assert result["growth_events"] == 2
+        assert (result["n_layers"], result["d_model"]) == (final.n_layers, final.d_model)
+    assert_same_curve(growth_runs[1][0], growth_runs[2][0], tol=1e-4)
+
+
+def registered_steps(snapshot: Path) -> list[int]:
+    """Steps of the checkpoints Train has recorded (a restore can use them)."""
     try:
-        return bool(json.loads(snapshot.read_text())["checkpoint_results"])
+        results = json.loads(snapshot.read_text())["checkpoint_results"]
     except (OSError, ValueError, KeyError):
-        return False
+        return []
+    return [r["metrics"]["step"] for r in results]
 
 
-def test_killed_worker_restores_from_checkpoint(plain_runs, tmp_path) -> None:
+def test_killed_worker_restores_after_growth(growth_runs, tmp_path) -> None:
+    """SIGKILL one of 2 workers once the checkpoint after the depth growth is recorded."""
     from ray.util.state import list_actors
 
     from raygrow.train.driver import build_trainer, run_name
 
-    baseline_out, baseline = plain_runs[2]
-    config = tiny_config(tmp_path / "killed")
+    baseline = growth_runs[2][1]
+    schedule = growth_schedule()
+    config = tiny_config(tmp_path / "killed", model=schedule.start)
     storage = tmp_path / "killed" / "ray"
     trainer = build_trainer(
-        config, num_workers=2, storage_path=str(storage), max_failures=1, verbose=False
+        config, schedule, num_workers=2, storage_path=str(storage), max_failures=1, verbose=False
     )
     outcome: dict[str, Any] = {}
     thread = threading.Thread(target=lambda: outcome.update(result=trainer.fit()))
     thread.start()
-    snapshot = storage / run_name(config, None) / "checkpoint_manager_snapshot.json"
+    snapshot = storage / run_name(config, schedule) / "checkpoint_manager_snapshot.json"
     pids: list[int] = []
-    deadline = time.monotonic() + 120
-    while not checkpoint_registered(snapshot):  # find the workers early, kill on the checkpoint
+    deadline = time.monotonic() + 180
+    while max(registered_steps(snapshot), default=0) < 120:  # stack ran at step 72
         assert thread.is_alive() and time.monotonic() < deadline, "no checkpoint reported"
-        if len(pids) < 2:
+        if len(pids) < 2:  # find the workers while they start
             workers = list_actors(
                 filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")],
                 raise_on_missing_output=False,
@@ -188,8 +193,8 @@ def test_killed_worker_restores_from_checkpoint(plain_runs, tmp_path) -> None:
     result = outcome["result"]
     assert result.error is None
     metrics = result.metrics
-    assert metrics["step"] == 240
-    assert metrics["resumed_from_step"] in (60, 120, 180), "the run was not restored"
+    assert metrics["step"] == 240 and metrics["growth_events"] == 2
+    assert metrics["resumed_from_step"] in (120, 180), "the run was not restored"
     assert abs(metrics["val_loss"] - baseline["val_loss"]) <= 1e-6
     assert_nothing_left(timeout=15)
 
