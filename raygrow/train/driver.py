@@ -256,6 +256,7 @@ def build_trainer(
         storage_path = str(out_dir / "ray")
     elif "://" not in storage_path:
         storage_path = str(Path(storage_path).resolve())
+    omp_wait_policy = os.environ.get("OMP_WAIT_POLICY", "PASSIVE")  # see raygrow/__init__.py
     spec = {
         "config": config.replace(out_dir=str(out_dir)).to_dict(),
         "schedule": schedule.to_dict() if schedule is not None else None,
@@ -278,6 +279,8 @@ def build_trainer(
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.keep_checkpoints),
             callbacks=list(callbacks),
+            # workers import torch before raygrow (which sets it): pass it at process start
+            worker_runtime_env={"env_vars": {"OMP_WAIT_POLICY": omp_wait_policy}},
         ),
     )
 
