@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import platform
 import statistics
 import subprocess
@@ -108,6 +109,7 @@ def main() -> None:
     args = parser.parse_args()
     steps, rounds = (5, 3) if args.quick else (20, 5)
     shapes = ["4x128"] if args.quick else ["4x128", "8x256"]
+    load_start = os.getloadavg()
     load_tokens("default", "byte")  # prepare/cache outside the timed region
     tmp = Path("raygrow_runs/bench-throughput")
     rows = [measure(s, steps, rounds, tmp) for s in shapes]
@@ -118,6 +120,9 @@ def main() -> None:
         f"- machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} "
         f"threads, torch {torch.__version__}",
         f"- commit: {git_commit()}",
+        f"- load average at start / end: {load_start[0]:.1f} / {os.getloadavg()[0]:.1f} "
+        "(the machine is shared: absolute tok/s are inflated by other work, the ratio is "
+        "measured in alternating rounds so both paths see the same load)",
         f"- config: batch 16 x 256 tokens, bf16 autocast, AdamW, clip 1.0; {rounds} alternating "
         f"rounds of {steps} steps per path; medians reported"
         + (" (--quick)" if args.quick else ""),
