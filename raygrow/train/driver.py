@@ -88,10 +88,10 @@ def start_ray(**init_kwargs: Any) -> None:
     """
     import ray
 
-    init_kwargs.setdefault("include_dashboard", True)
     if init_kwargs.get("address", os.environ.get("RAY_ADDRESS")) not in (None, "", "local"):
         ray.init(**init_kwargs)
         return
+    init_kwargs.setdefault("include_dashboard", True)
     port = init_kwargs.setdefault("dashboard_port", _free_port())
     os.environ[API_SERVER_ENV] = f"http://127.0.0.1:{port}"
     init_kwargs["address"] = "local"

@@ -1,0 +1,386 @@
+"""Ray Train overhead: fixed start-up cost per run, and 1-worker throughput vs the bare loop.
+
+    python benchmarks/overhead.py --quick        # < 5 min on the standard machine
+    python benchmarks/overhead.py                # more repeats, longer throughput runs
+
+Writes `benchmarks/results/overhead.md` (date, machine, load, commit, numbers).
+
+Start-up (a tiny raygrow run: 2x64 model, 4 steps, so nearly all of the wall time is fixed cost):
+
+- `default`: what a fresh `python -m raygrow.train --workers 1` pays with Ray's defaults - a
+  new process, `ray.init()`, one `fit()`, `ray.shutdown()`; Train polls its workers every 2 s
+  (`RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`), preemption watcher and Train metrics on, and each
+  worker opens and verifies the token shards itself. Measured in a child process, from before
+  `import ray` to after `ray.shutdown()`.
+- `reused cluster, default env`: Ray initialised once in this process, then one `fit()` per
+  run with Ray's default settings.
+- `optimised`: Ray reused + `raygrow.train.driver.FAST_START_ENV` + token data shared through
+  the object store (what `run_distributed`/`build_trainer` do).
+
+Each `fit()` is split, from the reports' wall-clock times, into start -> first evaluation (Ray
+actors, process group, imports, data, model), the training itself, and last report -> `fit()`
+returned (controller poll, shutdown).
+
+Throughput: the same config (4x128, seq 128, batch 16, bf16 autocast, 2 threads, evaluation
+every 1/8 and a checkpoint every 1/4 of the run) trained by the bare single-process loop and by
+a 1-worker Ray Train run with 2 CPUs, alternated in this process (bare first in odd pairs,
+Ray first in even ones, since the shared machine's load drifts). Tokens/s are measured from the
+first to the last evaluation (training, evaluations, reports and checkpoints included), so the
+ratio charges Ray's per-report cost too; the loop's own step-only tokens/s is shown beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import raygrow  # noqa: F401 - first: sets OMP_WAIT_POLICY=PASSIVE before torch loads libgomp
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "overhead.md"
+NUM_CPUS = 2
+
+RAY_DEFAULT_ENV = {
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "2.0",
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "1",
+    "RAY_TRAIN_METRICS_ENABLED": "1",
+}
+"""Ray 2.60's built-in defaults for the variables FAST_START_ENV changes."""
+
+
+def tiny_config(out_dir: Path) -> Any:
+    from raygrow.model import ModelConfig
+    from raygrow.train.config import TrainConfig
+
+    return TrainConfig(
+        model=ModelConfig(n_layers=2, d_model=64, n_heads=2, max_seq_len=64),
+        seq_len=64,
+        batch_size=8,
+        tokens=4 * 8 * 64,
+        warmup_steps=1,
+        eval_every_tokens=2 * 8 * 64,
+        eval_windows=8,
+        amp=False,
+        log_every_steps=0,
+        out_dir=str(out_dir),
+    )
+
+
+def throughput_config(out_dir: Path, steps: int) -> Any:
+    from raygrow.model import ModelConfig
+    from raygrow.train.config import TrainConfig
+
+    step_tokens = 16 * 128
+    return TrainConfig(
+        model=ModelConfig(n_layers=4, d_model=128, n_heads=2, max_seq_len=128),
+        seq_len=128,
+        batch_size=16,
+        tokens=steps * step_tokens,
+        warmup_steps=10,
+        eval_every_tokens=steps // 8 * step_tokens,
+        checkpoint_every_tokens=steps // 4 * step_tokens,
+        eval_windows=32,
+        threads=NUM_CPUS,
+        log_every_steps=0,
+        out_dir=str(out_dir),
+    )
+
+
+def split_fit(t_start: float, t_end: float, metrics: dict[str, Any]) -> dict[str, float]:
+    """fit() wall time split at the first and last report (reports carry wall_time)."""
+    first = metrics["wall_time"] - metrics["elapsed_s"]
+    return {
+        "fit_s": t_end - t_start,
+        "to_first_eval_s": first - t_start,
+        "train_s": metrics["elapsed_s"],
+        "after_last_report_s": t_end - metrics["wall_time"],
+    }
+
+
+def one_fit(out_dir: Path, *, share_data: bool) -> dict[str, float]:
+    from raygrow.train.driver import build_trainer, fit
+
+    trainer = build_trainer(
+        tiny_config(out_dir), num_workers=1, share_data=share_data, verbose=False
+    )
+    t0 = time.time()
+    result = fit(trainer)
+    return split_fit(t0, time.time(), result.metrics)
+
+
+def default_child(out_dir: str) -> None:
+    """One run as a fresh process with Ray's defaults; prints its phases as JSON."""
+    t0 = time.time()
+    os.environ.update(RAY_DEFAULT_ENV)
+    import ray
+
+    import raygrow.train.driver  # noqa: F401 - the CLI imports it too
+
+    t_import = time.time()
+    ray.init(address="local", num_cpus=NUM_CPUS, include_dashboard=True, log_to_driver=False)
+    t_init = time.time()
+    phases = one_fit(Path(out_dir), share_data=False)
+    t_fit = time.time()
+    ray.shutdown()
+    t_end = time.time()
+    phases.update(
+        import_s=t_import - t0,
+        init_s=t_init - t_import,
+        shutdown_s=t_end - t_fit,
+        total_s=t_end - t0,
+    )
+    print("RESULT " + json.dumps(phases), flush=True)
+
+
+def run_default(out_dir: Path) -> dict[str, float]:
+    t0 = time.time()
+    proc = subprocess.run(
+        [sys.executable, __file__, "--default-child", str(out_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    wall = time.time() - t0
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+    phases = json.loads(line.removeprefix("RESULT "))
+    phases["process_s"] = wall  # includes interpreter start and exit
+    return phases
+
+
+class Stopwatch:
+    """LoopHooks for the bare loop: the same elapsed-since-first-eval clock as RayReportHooks."""
+
+    def __init__(self) -> None:
+        self.first: float | None = None
+        self.elapsed = 0.0
+
+    def on_eval(self, metrics: dict[str, Any], checkpoint: Path | None) -> None:
+        now = time.time()
+        self.first = self.first or now
+        self.elapsed = now - self.first
+
+    def on_growth(self, report: dict[str, Any]) -> None:
+        pass
+
+
+def run_bare(out_dir: Path, steps: int) -> dict[str, float]:
+    from raygrow.train.loop import train
+
+    watch = Stopwatch()
+    result = train(throughput_config(out_dir, steps), hooks=watch, verbose=False)
+    step_tps = [r["tokens_per_s"] for r in result.history if r["tokens_per_s"]]
+    return {
+        "tokens_per_s": result.final["tokens"] / watch.elapsed,
+        "step_tokens_per_s": statistics.median(step_tps),
+    }
+
+
+def run_ray(out_dir: Path, steps: int) -> dict[str, float]:
+    from raygrow.train.driver import build_trainer, fit
+
+    config = throughput_config(out_dir, steps)
+    trainer = build_trainer(config, num_workers=1, cpus_per_worker=NUM_CPUS, verbose=False)
+    metrics = fit(trainer).metrics
+    step_tps = [
+        json.loads(line)["tokens_per_s"]
+        for line in (out_dir / "metrics.jsonl").read_text().splitlines()
+    ]
+    return {
+        "tokens_per_s": metrics["tokens"] / metrics["elapsed_s"],
+        "step_tokens_per_s": statistics.median([t for t in step_tps if t]),
+    }
+
+
+def median_phases(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.node()}: {os.cpu_count()} cores, {cpu}, {platform.platform()}"
+
+
+def commit() -> str:
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=False
+        ).stdout.strip()
+
+    dirty = " (uncommitted changes)" if git("status", "--porcelain", "--", "raygrow") else ""
+    return git("rev-parse", "--short", "HEAD") + dirty
+
+
+def fmt(phases: dict[str, float], key: str) -> str:
+    return f"{phases[key]:.1f}" if key in phases else "-"
+
+
+def write_report(data: dict[str, Any]) -> None:
+    d, r, o = data["default"], data["reused_default_env"], data["optimised"]
+    rows = [
+        ("default (new process + `ray.init` per run, Ray defaults)", d),
+        ("reused cluster, Ray default env", r),
+        ("optimised (reused cluster + FAST_START_ENV + shared data)", o),
+    ]
+    lines = [
+        "# Ray Train overhead",
+        "",
+        f"- date: {data['date']}",
+        f"- machine: {data['machine']}",
+        f"- load average at start / end: {data['load_start']} / {data['load_end']} "
+        "(the machine is shared; absolute seconds are inflated accordingly)",
+        f"- commit: {data['commit']}; torch {data['torch']}, ray {data['ray']}",
+        f"- command: `{data['command']}` ({data['wall_s']:.0f} s)",
+        "",
+        "## Fixed start-up cost per Train run (1 worker, tiny 4-step run; medians, seconds)",
+        "",
+        f"Runs: default {data['n_default']}, reused {data['n_reused']}, "
+        f"optimised {data['n_opt']}. `ray.init` in this process (paid once when reused): "
+        f"{data['init_s']:.1f} s.",
+        "",
+        "| setting | per-run cost | `import` + `ray.init` + `shutdown` | `fit()` | "
+        "start -> first eval | train | last report -> return |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, p in rows:
+        fixed = p.get("total_s", p["fit_s"])
+        ray_setup = (
+            f"{p['import_s']:.1f} + {p['init_s']:.1f} + {p['shutdown_s']:.1f}"
+            if "init_s" in p
+            else "0 (reused)"
+        )
+        lines.append(
+            f"| {label} | **{fixed:.1f}** | {ray_setup} | {fmt(p, 'fit_s')} | "
+            f"{fmt(p, 'to_first_eval_s')} | {fmt(p, 'train_s')} | "
+            f"{fmt(p, 'after_last_report_s')} |"
+        )
+    t = data["throughput"]
+    lines += [
+        "",
+        f"Per-run fixed cost: {d['total_s']:.1f} s -> {o['fit_s']:.1f} s "
+        f"({d['total_s'] / o['fit_s']:.1f}x less).",
+        "",
+        "## Throughput: 1-worker Ray Train run vs the bare loop (same process, alternated)",
+        "",
+        f"4x128 model, seq 128, batch 16, bf16 autocast, 2 threads, {t['steps']} steps, "
+        f"{t['pairs']} pair(s).",
+        "",
+        "| run | tokens/s, first -> last eval (evals, reports, checkpoints included) | "
+        "step-only tokens/s (loop's median) |",
+        "|---|---|---|",
+    ]
+    for i, (bare, ray_run) in enumerate(zip(t["bare"], t["ray"], strict=True)):
+        lines.append(
+            f"| pair {i + 1} bare | {bare['tokens_per_s']:,.0f} | "
+            f"{bare['step_tokens_per_s']:,.0f} |"
+        )
+        lines.append(
+            f"| pair {i + 1} Ray 1 worker | {ray_run['tokens_per_s']:,.0f} | "
+            f"{ray_run['step_tokens_per_s']:,.0f} |"
+        )
+    lines += [
+        "",
+        f"**Ratio Ray / bare (median of the per-pair ratios): {t['ratio']:.3f}** end to end "
+        f"(target >= 0.90); {t['step_ratio']:.3f} step-only.",
+        "",
+    ]
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (< 5 min)")
+    parser.add_argument("--default-child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.default_child:
+        default_child(args.default_child)
+        return
+
+    n_default, n_reused, n_opt = (1, 2, 3) if args.quick else (3, 3, 5)
+    steps, pairs = (120, 2) if args.quick else (300, 4)
+    t_begin = time.time()
+    load_start = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    tmp = Path(tempfile.mkdtemp(prefix="raygrow-overhead-"))
+
+    # 1) default: its own Ray instance per run, so nothing of ours may be running yet
+    default = [run_default(tmp / f"default{i}") for i in range(n_default)]
+    print("default", median_phases(default), flush=True)
+
+    import ray
+    import torch
+
+    from raygrow.train.driver import FAST_START_ENV, ray_session
+
+    t0 = time.time()
+    with ray_session(num_cpus=NUM_CPUS, log_to_driver=False, logging_level="WARNING"):
+        init_s = time.time() - t0
+        # 2) reused cluster, Ray's defaults, each worker loads the data itself
+        os.environ.update(RAY_DEFAULT_ENV)
+        reused = [one_fit(tmp / f"reused{i}", share_data=False) for i in range(n_reused)]
+        print("reused", median_phases(reused), flush=True)
+        # 3) optimised
+        os.environ.update(FAST_START_ENV)
+        opt = [one_fit(tmp / f"opt{i}", share_data=True) for i in range(n_opt)]
+        print("optimised", median_phases(opt), flush=True)
+        # 4) throughput, alternated
+        bare_runs, ray_runs = [], []
+        for i in range(pairs):  # order alternates (bare, ray), (ray, bare), ...: load drifts
+            order = (run_bare, run_ray) if i % 2 == 0 else (run_ray, run_bare)
+            for run in order:
+                result = run(tmp / f"{run.__name__}{i}", steps)
+                (bare_runs if run is run_bare else ray_runs).append(result)
+            print("throughput", bare_runs[-1], ray_runs[-1], flush=True)
+
+    def ratio(key: str) -> float:  # median over pairs of the per-pair ratio
+        return statistics.median(r[key] / b[key] for r, b in zip(ray_runs, bare_runs, strict=True))
+
+    write_report(
+        {
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": machine(),
+            "load_start": load_start,
+            "load_end": ", ".join(f"{x:.1f}" for x in os.getloadavg()),
+            "commit": commit(),
+            "torch": torch.__version__,
+            "ray": ray.__version__,
+            "command": "python benchmarks/overhead.py" + (" --quick" if args.quick else ""),
+            "wall_s": time.time() - t_begin,
+            "n_default": n_default,
+            "n_reused": n_reused,
+            "n_opt": n_opt,
+            "init_s": init_s,
+            "default": median_phases(default),
+            "reused_default_env": median_phases(reused),
+            "optimised": median_phases(opt),
+            "throughput": {
+                "steps": steps,
+                "pairs": pairs,
+                "bare": bare_runs,
+                "ray": ray_runs,
+                "ratio": ratio("tokens_per_s"),
+                "step_ratio": ratio("step_tokens_per_s"),
+            },
+        }
+    )
+    print(RESULTS.read_text())
+
+
+if __name__ == "__main__":
+    main()
