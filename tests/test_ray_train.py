@@ -9,7 +9,7 @@
 - no Train actors or placement groups are left after a run ends, fails or is stopped.
 
 Tiny models (2x64, seq_len 64, a few hundred steps, fp32): each Train run costs ~10 s of Ray
-start-up on the standard machine, the whole file ~2-3 minutes.
+start-up on the standard machine; the whole file took 113 s there (221 s at load average 12).
 """
 
 from __future__ import annotations
