@@ -37,6 +37,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -419,6 +420,7 @@ def main() -> None:
             },
         }
     )
+    shutil.rmtree(tmp, ignore_errors=True)
     print(RESULTS.read_text())
 
 
