@@ -391,7 +391,9 @@ class Trainer:
         lr: float | None = None,
     ) -> dict[str, Any]:
         st = self.state
+        t0 = time.perf_counter()
         val = self.evaluate()
+        eval_s = time.perf_counter() - t0
         tps = tokens / train_s if train_s > 0 else 0.0
         return {
             "step": st.step,
@@ -401,6 +403,8 @@ class Trainer:
             "val_bpb": val / LN2 / self.bytes_per_token,
             "train_loss": train_loss,
             "tokens_per_s": tps,
+            "train_s": train_s,  # step time of this window (growth included), wall seconds
+            "eval_s": eval_s,  # this evaluation's wall seconds
             "mfu": tps * self.flops_per_token / peak if peak else 0.0,
             "lr": lr if lr is not None else self.lr_schedule.lr_at(st.step, self.lr_state),
             "n_params": self.n_params,
