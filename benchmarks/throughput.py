@@ -63,17 +63,22 @@ def raygrow_steps(trainer: Trainer, steps: int) -> float:
     return time.perf_counter() - start
 
 
-def measure(shape: str, steps: int, rounds: int, out_dir: Path) -> dict[str, float | str]:
-    model = ModelConfig.from_shape(shape)
+def make_trainer(shape: str, out_dir: Path, steps: int) -> Trainer:
+    """raygrow's Trainer for `shape` (batch 16 x 256, bf16 autocast), room for `steps` steps."""
     config = TrainConfig(
-        model=model,
+        model=ModelConfig.from_shape(shape),
         batch_size=16,
         seq_len=256,
-        tokens=16 * 256 * steps * (rounds + 2),
+        tokens=16 * 256 * steps,
         eval_every_tokens=10**12,
         out_dir=str(out_dir / shape),
     )
-    trainer = Trainer(config, verbose=False)
+    return Trainer(config, verbose=False)
+
+
+def measure(shape: str, steps: int, rounds: int, out_dir: Path) -> dict[str, float | str]:
+    trainer = make_trainer(shape, out_dir, steps * (rounds + 2))
+    model = trainer.model_config
     x, y = trainer.sampler.global_batch(0, 16)
     bare_loop_steps(model, x, y, 2)  # warm-up both paths (allocator, oneDNN kernels)
     raygrow_steps(trainer, 2)
