@@ -347,6 +347,27 @@ def search_lines(b: dict[str, Any]) -> list[str]:
         f"a <= 10 % share needs >= {9 * fixed_med:.0f} s of work per trial at this fixed cost "
         f"({9 * fixed_med / work_med:.1f}x the median trial's)",
         "",
+    ]
+    if not ok:
+        med = {k: statistics.median(r[k] for r in rows) for k in ("to_fit", "fit_to_eval", "tail")}
+        lines += [
+            f"Target missed. Per median trial the fixed cost is {med['to_fit']:.1f} s to start "
+            f"the Tune trial actor and reach `fit()` + {med['fit_to_eval']:.1f} s for Ray Train "
+            f"to start its controller and worker processes and the loop to reach its first "
+            f"evaluation + {med['tail']:.1f} s from the last report to the next trial's start "
+            "(Train and Tune teardown); reports and checkpoints during the run are negligible. "
+            "Every trial starts three new Ray actors, each in its own worker process (Tune "
+            "trial actor, Train controller, Train worker; the worker imports torch and builds "
+            "the model and data views). What would fix it: "
+            "(1) a larger budget per trial - the cost is fixed, so its share falls as 1/work "
+            "(see the line above for the work needed); (2) `--max-concurrent 2` (1 thread per "
+            "trial) so that one trial's start-up overlaps another's training; (3) for 1-worker "
+            "trials, run the loop inside the Tune trial actor without a `TorchTrainer`, which "
+            "removes the controller and worker start-up and most of the tail - a change to the "
+            "search's structure, not made here.",
+            "",
+        ]
+    lines += [
         "Driver's own fixed costs (outside any trial):",
         "",
         "| phase | s |",
