@@ -56,6 +56,9 @@ class Protocol:
     scratch_fracs: tuple[float, ...] = (0.5, 0.75, 1.0, 1.5)
     grow_at: float = 0.3
     """Fraction of the budget trained before growing (single-stage arms)."""
+    late_at: float = 0.5
+    """A later growth time for G_stack/G_zero (the default search's best schedules grew at
+    32-49 %)."""
     incremental_at: tuple[float, ...] = (0.15, 0.3, 0.45)
     """Li et al.-style incremental arm: one stage per +2 layers (2 -> 4 -> 6 -> 8)."""
     incremental_freeze_steps: int = 50
@@ -156,6 +159,12 @@ def growth_arms(p: Protocol, lr: float, seed: int) -> list[Arm]:
         Arm("HyperCloning (width)", p.narrow, lr=lr, seed=seed, operator="hypercloning",
             at=(p.grow_at,), stage_params=((("d_model", _width(p.target)),),)),
     ]  # fmt: skip
+
+
+def late_arms(p: Protocol, lr: float, seed: int) -> list[Arm]:
+    """G_stack and G_zero grown later (`late_at`): the timing axis at this protocol."""
+    early = growth_arms(p, lr, seed)[:2]
+    return [replace(a, name=f"{a.name} @{p.late_at:.0%}", at=(p.late_at,)) for a in early]
 
 
 def incremental_arm(p: Protocol, lr: float, seed: int) -> Arm:

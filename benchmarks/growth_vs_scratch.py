@@ -25,11 +25,11 @@ def main() -> None:
     arms = [g.scratch(p, f, lr, s) for f in p.scratch_fracs for s in p.seeds]
     arms += [g.scratch(p, 1.0, v["lr_small"], s, model=p.small) for s in p.seeds]
     arms += [g.scratch(p, 1.0, lr, s, model=p.narrow) for s in p.seeds]
-    arms += [a for s in p.seeds for a in g.growth_arms(p, lr, s)]
+    arms += [a for s in p.seeds for a in g.growth_arms(p, lr, s) + g.late_arms(p, lr, s)]
     runs = g.run_arms(p, arms)
     order = [f"scratch@{f:g}" for f in p.scratch_fracs]
     order += [f"{p.small} only", f"{p.narrow} only"]
-    grown = [a.name for a in g.growth_arms(p, lr, 0)]
+    grown = [a.name for a in g.growth_arms(p, lr, 0) + g.late_arms(p, lr, 0)]
     order += grown
 
     factor = g._layers(p.target) // g._layers(p.small)
@@ -38,7 +38,8 @@ def main() -> None:
         "## Results",
         "",
         f"Growth arms start at {p.small} (depth, factor {factor})"
-        f" or {p.narrow} (width x2) and grow at {p.grow_at:.0%} of the token budget; optimizer "
+        f" or {p.narrow} (width x2) and grow at {p.grow_at:.0%} of the token budget (the "
+        f"`@{p.late_at:.0%}` arms later); optimizer "
         "state carried through each operator's transform, the global LR schedule continues. "
         "Speedups per seed against the annealed scratch runs of the same seed "
         f"(budgets {', '.join(f'{f:g}' for f in p.scratch_fracs)} × the target's budget).",
