@@ -37,7 +37,16 @@ def main() -> None:
     stages = ", ".join(f"{t:.0%}" for t in p.incremental_at)
     m_inc = mean_std([r["loss"] for r in inc])[0]
     m_full = mean_std([r["loss"] for r in groups["scratch@1"]])[0]
-    verdict = "loses to" if mean_std([s.value for s in sp])[0] < 1 else "does NOT lose to"
+    m_sp, s_sp = mean_std([s.value for s in sp])
+    se = s_sp / len(sp) ** 0.5
+    if m_sp + 2 * se < 1:
+        verdict = "loses to"
+    elif m_sp - 2 * se > 1:
+        verdict = "beats"
+    else:
+        verdict = "is not distinguishable (mean ± 2 s.e. includes 1.0) from"
+    stack = {r["seed"]: r["loss"] for r in groups["G_stack"]}
+    vs_stack = [r["loss"] - stack[r["seed"]] for r in inc]
     lines = g.validity_lines(v, p)
     lines += [
         f"**Finding: incremental layer-wise training {verdict} training from scratch** "
@@ -51,6 +60,10 @@ def main() -> None:
         "",
         f"- Final loss: incremental {m_inc:.4f} vs full-budget scratch {m_full:.4f} "
         f"({m_inc - m_full:+.4f}).",
+        "- Incremental minus G_stack final loss, same seed and FLOPs (positive = incremental "
+        "worse): "
+        + ", ".join(f"{d:+.4f}" for d in vs_stack)
+        + f" (worse in {sum(d > 0 for d in vs_stack)} of {len(vs_stack)} seeds).",
         "- Scratch (full budget, same seed) at the incremental run's FLOPs minus the incremental "
         "run's final loss (positive = incremental better at equal compute, but note scratch's "
         "point is mid-cosine, not annealed): " + ", ".join(f"{d:+.4f}" for d in at_equal),
