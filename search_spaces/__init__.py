@@ -10,6 +10,7 @@ test (tests/test_spaces.py): many samples must turn into valid schedules.
     width          width operators, what to widen (all / MLP only), optimizer and LR policies
     staged         Staged Training: slope-triggered staged_depth / staged_width
     all_operators  every operator, factor 2, its own parameters
+    timing_factor  G_stack factor g in {2,3,4,6} x growth time, categorical (grid-able)
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from search_spaces.depth import default, gstack
+from search_spaces.depth import default, gstack, timing_factor
 from search_spaces.mixed import all_operators
 from search_spaces.staged import staged
 from search_spaces.width import width
@@ -28,6 +29,7 @@ SPACES: dict[str, Callable[[Any], dict[str, Any]]] = {
     "width": width,
     "staged": staged,
     "all_operators": all_operators,
+    "timing_factor": timing_factor,
 }
 
-__all__ = ["SPACES", "all_operators", "default", "gstack", "staged", "width"]
+__all__ = ["SPACES", "all_operators", "default", "gstack", "staged", "timing_factor", "width"]

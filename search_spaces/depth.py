@@ -29,3 +29,12 @@ def default(trial: Any) -> dict[str, Any]:
     operator = trial.suggest_categorical("operator", ["stack", "zero", "random"])
     params = {"ramp_steps": 20} if operator == "random" else {}
     return {"stages": [stage(operator, 4, at=at, params=params)]}
+
+
+def timing_factor(trial: Any) -> dict[str, Any]:
+    """G_stack's two axes on a grid: growth factor g in {2, 3, 4, 6} (a 12-layer target grows
+    from 6, 4, 3 or 2 layers) x growth time, by stacking. Categorical only, so it runs under
+    `--sampler grid` (the exhaustive sweep of benchmarks/timing_factor.py) as well as TPE."""
+    g = trial.suggest_categorical("g", [2, 3, 4, 6])
+    at = trial.suggest_categorical("grow_at", [0.15, 0.3, 0.5])
+    return {"stages": [stage("stack", g, at=at)]}

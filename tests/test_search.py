@@ -72,6 +72,32 @@ def test_search_wiring(tmp_path) -> None:
     pickle.dumps(w.run_config.callbacks)  # Tune pickles callbacks for Tuner.restore
 
 
+def test_grid_sampler_and_fifo_wiring(tmp_path) -> None:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from raygrow.search.tuner import search_wiring
+
+    cfg = small_cfg(
+        tmp_path,
+        space="timing_factor",
+        target=ModelConfig.from_shape("12x32").to_dict(),
+        small=ModelConfig.from_shape("6x32").to_dict(),
+        sampler="grid",
+        scheduler="fifo",
+        num_samples=12,
+    )
+    w = search_wiring(cfg)
+    sampler = w.searcher._sampler
+    assert type(sampler).__name__ == "GridSampler"
+    assert sampler._search_space == {"g": [2, 3, 4, 6], "grow_at": [0.15, 0.3, 0.5]}
+    assert isinstance(w.scheduler, FIFOScheduler) and not isinstance(w.scheduler, ASHAScheduler)
+    assert SearchConfig.load(cfg.save().parent).sampler == "grid"  # kept for --resume
+    with pytest.raises(ConfigError, match="--sampler"):
+        small_cfg(tmp_path, sampler="bayes")
+    with pytest.raises(ConfigError, match="--scheduler"):
+        small_cfg(tmp_path, scheduler="pbt")
+
+
 def test_storage_paths(tmp_path) -> None:
     from raygrow.search.tuner import search_wiring
 
@@ -237,6 +263,19 @@ def test_bad_input_exits_2_before_ray(tmp_path, monkeypatch, capsys) -> None:
         ["--smoke-test", "--workers", "64"],
         ["--smoke-test", "--tracking-uri", "file:///tmp/mlruns"],
         ["--smoke-test", "--storage", "ftp://host/x"],
+        ["--smoke-test", "--sampler", "bayes"],
+        ["--smoke-test", "--sampler", "grid"],  # the default space has a continuous range
+        [
+            "--space",
+            "timing_factor",
+            "--target",
+            "12x32",
+            "--smoke-test",
+            "--sampler",
+            "grid",
+            "--num-samples",
+            "5",
+        ],  # fmt: skip
     ]
     for argv in cases:
         with pytest.raises(SystemExit) as exc:

@@ -37,7 +37,10 @@ TARGETS = {
     "width": "4x128",
     "staged": "4x128",
     "all_operators": "4x128",
+    "timing_factor": "12x64",
 }
+SINGLE_OPERATOR = {"timing_factor"}
+"""Spaces that sweep one operator's timing/factor on purpose (no operator choice)."""
 
 
 def target_of(name: str) -> ModelConfig:
@@ -85,7 +88,7 @@ def test_space_is_conditional(name: str) -> None:
                 assert prefix in ops, f"{param} suggested for {ops}"
             elif prefix is not None:
                 assert prefix in policies, f"{param} suggested with lr_policy {policies}"
-    assert len(seen_ops) >= 2
+    assert len(seen_ops) >= (1 if name in SINGLE_OPERATOR else 2)
 
 
 @pytest.mark.parametrize("name", sorted(SPACES))
@@ -186,3 +189,33 @@ def test_space_ref_pickles_by_spec(tmp_path) -> None:
         ref(optuna.trial.FixedTrial({}))  # loaded once ...
     clone = pickle.loads(pickle.dumps(ref))  # ... but pickled as its spec only
     assert clone.spec == ref.spec and clone(optuna.trial.FixedTrial({}))["growth"] == {"stages": []}
+
+
+# --------------------------------------------------------------------------- exhaustive grid
+def test_grid_of_space_enumerates_categorical_choices() -> None:
+    from raygrow.search.spaces import grid_of_space, grid_points
+
+    grid = grid_of_space(SpaceRef("timing_factor"))
+    assert grid == {"g": [2, 3, 4, 6], "grow_at": [0.15, 0.3, 0.5]}
+    points = grid_points(grid)
+    assert len(points) == 12 and len({tuple(p.values()) for p in points}) == 12
+    for point in points:  # every grid point is a valid schedule on the space's target
+        growth = SpaceRef("timing_factor").sample(optuna.trial.FixedTrial(point))
+        sample_to_schedule(growth, target_of("timing_factor"), BUDGET, SEQ).validate(BUDGET, SEQ)
+
+
+def test_grid_rejects_ranges_and_conditional_branches(tmp_path) -> None:
+    from raygrow.search.spaces import grid_of_space
+
+    with pytest.raises(ConfigError, match="from a range"):
+        grid_of_space(SpaceRef("default"))
+    cond = tmp_path / "cond.py"
+    cond.write_text(
+        "def fn(trial):\n"
+        "    op = trial.suggest_categorical('operator', ['stack', 'zero'])\n"
+        "    if op == 'zero':\n"
+        "        trial.suggest_categorical('zero.init', ['copy', 'random'])\n"
+        "    return {'stages': [{'operator': op, 'factor': 2, 'at': 0.2}]}\n"
+    )
+    with pytest.raises(ConfigError, match="conditional"):
+        grid_of_space(SpaceRef(f"{cond}:fn"))

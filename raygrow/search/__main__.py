@@ -88,6 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--reduction-factor", type=int, default=2, help="ASHA reduction factor")
     p.add_argument(
+        "--sampler",
+        default="tpe",
+        help="tpe (default), random, or grid: every combination of the space's categorical "
+        "choices once (--num-samples defaults to the grid size)",
+    )
+    p.add_argument(
+        "--scheduler",
+        default="asha",
+        help="asha (default: stop poor schedules early on the FLOP clock) or fifo (run all)",
+    )
+    p.add_argument(
         "--baseline-fracs",
         default="0.5,0.75",
         help="shorter annealed scratch budgets as fractions (default 0.5,0.75)",
@@ -137,7 +148,13 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
     """SearchConfig (validated, not yet saved) and the SpaceCheck of its dry run."""
     from raygrow.model import ModelConfig
     from raygrow.search.config import DEFAULT_TRAIN, SMOKE_TRAIN, SearchConfig, parse_target
-    from raygrow.search.spaces import SpaceRef, resolve_space, validate_space
+    from raygrow.search.spaces import (
+        SpaceRef,
+        grid_of_space,
+        grid_points,
+        resolve_space,
+        validate_space,
+    )
     from raygrow.tracking import SearchTracker, default_tracking_uri
 
     base = SMOKE if args.smoke_test else DEFAULTS
@@ -188,6 +205,15 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
     uri = args.tracking_uri or default_tracking_uri(out)
     SearchTracker.check_reachable(uri)
     num_samples = base["num_samples"] if args.num_samples is None else args.num_samples
+    if args.sampler == "grid":
+        size = len(grid_points(grid_of_space(ref)))
+        if args.num_samples is None:
+            num_samples = size
+        elif args.num_samples != size:
+            raise ConfigError(
+                f"--num-samples {args.num_samples} with --sampler grid: the grid has {size} "
+                "points; drop --num-samples"
+            )
     storage = _storage(args.storage)
     cfg = SearchConfig(
         space=space,
@@ -202,6 +228,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
         tracking_uri=uri,
         out=str(out),
         seed=args.seed,
+        sampler=args.sampler,
+        scheduler=args.scheduler,
         grace_frac=args.grace_frac,
         reduction_factor=args.reduction_factor,
         baseline_fracs=fracs,

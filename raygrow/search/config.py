@@ -20,6 +20,8 @@ from raygrow.model import ModelConfig
 from raygrow.train.config import TrainConfig, load_config_file
 
 CONFIG_FILE = "search.json"
+SAMPLERS = ("tpe", "random", "grid")
+SCHEDULERS = ("asha", "fifo")
 
 # Base training settings of every arm unless --target CONFIG gives others (TrainConfig keys).
 DEFAULT_TRAIN: dict[str, Any] = {
@@ -65,6 +67,11 @@ class SearchConfig:
     out: str = ""
     """Absolute experiment folder."""
     seed: int = 0
+    sampler: str = "tpe"
+    """`tpe` (Optuna TPE), `random`, or `grid`: every combination of the space's categorical
+    choices once (exhaustive; the space must only use suggest_categorical)."""
+    scheduler: str = "asha"
+    """`asha` stops poor schedules early on the FLOP clock; `fifo` runs every trial to the end."""
     grace_frac: float = 0.3
     """ASHA grace period as a fraction of the FLOP budget (max_t)."""
     reduction_factor: int = 2
@@ -92,6 +99,14 @@ class SearchConfig:
                 f"--reduction-factor={self.reduction_factor} must be >= 2",
             ),
             (self.max_failures >= 0, f"--max-failures={self.max_failures} must be >= 0"),
+            (
+                self.sampler in SAMPLERS,
+                f"--sampler {self.sampler!r} is unknown; use one of {', '.join(SAMPLERS)}",
+            ),
+            (
+                self.scheduler in SCHEDULERS,
+                f"--scheduler {self.scheduler!r} is unknown; use one of {', '.join(SCHEDULERS)}",
+            ),
             (
                 len(self.baseline_fracs) >= 2 and all(0 < f < 1 for f in self.baseline_fracs),
                 f"baseline fractions {list(self.baseline_fracs)} must be >= 2 values in (0, 1): "

@@ -21,7 +21,7 @@ import math
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -488,3 +488,55 @@ def _check_fixed_distributions(space: str, trials: list) -> None:
                     f"different trials ({seen[name]} vs {dist}); give each parameter name one "
                     "fixed set of choices or range across trials (use a new name per branch)"
                 )
+
+
+# --------------------------------------------------------------------------- exhaustive grid
+class _GridRecorder:
+    """A stand-in trial that records a space's categorical choices and answers each with
+    `point[name]` (the first choice when there is no point)."""
+
+    def __init__(self, space: str, point: Mapping[str, Any] | None = None) -> None:
+        self.space = space
+        self.point = dict(point or {})
+        self.choices: dict[str, list[Any]] = {}
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        self.choices[name] = list(choices)
+        return self.point.get(name, self.choices[name][0])
+
+    def _continuous(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        raise ConfigError(
+            f"--sampler grid: space {self.space!r} suggests {name!r} from a range; a grid needs "
+            "suggest_categorical only (list the values to try), or use --sampler tpe"
+        )
+
+    suggest_float = suggest_int = suggest_uniform = suggest_loguniform = _continuous
+
+
+def grid_of_space(ref: SpaceRef) -> dict[str, list[Any]]:
+    """The grid Optuna's GridSampler enumerates: param -> choices, read from the space itself.
+
+    Every combination is run through the space once to make sure it asks for the same
+    parameters (a conditional branch would leave grid points undefined)."""
+    recorder = _GridRecorder(ref.name)
+    ref.sample(recorder)
+    grid = recorder.choices
+    if not grid:
+        raise ConfigError(f"--sampler grid: space {ref.name!r} suggests nothing to grid over")
+    for point in grid_points(grid):
+        seen = _GridRecorder(ref.name, point)
+        ref.sample(seen)
+        if seen.choices != grid:
+            raise ConfigError(
+                f"--sampler grid: space {ref.name!r} asks for different parameters at {point} "
+                "(a conditional branch); flatten it for a grid or use --sampler tpe"
+            )
+    return grid
+
+
+def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the grid's choices, in a fixed order."""
+    import itertools
+
+    names = list(grid)
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*grid.values())]

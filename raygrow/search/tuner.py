@@ -10,7 +10,9 @@ trainable (`trainable.trial_driver`):
    sampler=TPESampler(seed, multivariate=True, group=True))` with `ASHAScheduler(
    time_attr="flops", max_t=<target's FLOP budget>, grace_period=grace_frac * max_t)` - the
    compute clock, so rungs compare schedules at equal FLOPs and survive a restore (Tune's
-   training_iteration restarts, FLOPs do not).
+   training_iteration restarts, FLOPs do not). `--sampler grid|random` swaps the sampler
+   (grid: Optuna's GridSampler over the space's categorical choices, each combination once);
+   `--scheduler fifo` runs every trial to the end (the exhaustive baseline of a search).
 
 `search_wiring` / `baseline_wiring` build everything a test may inspect without Ray;
 `run_search` starts (or joins) Ray, fits or restores both runs, and writes the results.
@@ -93,26 +95,33 @@ def _optuna_search_cls() -> type:
 
 
 def make_searcher(cfg: SearchConfig) -> Any:
+    """OptunaSearch over the define-by-run space with the configured sampler."""
     import optuna
 
-    from raygrow.search.spaces import SpaceRef
+    from raygrow.search.spaces import SpaceRef, grid_of_space
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        sampler = optuna.samplers.TPESampler(
-            seed=cfg.seed,
-            multivariate=True,  # conditional spaces: model joint structure ...
-            group=True,  # ... per branch of the define-by-run tree
-            n_startup_trials=max(2, min(10, cfg.num_samples // 2)),
-        )
-    return _optuna_search_cls()(
-        space=SpaceRef(cfg.space), metric=METRIC, mode=MODE, sampler=sampler
-    )
+    space = SpaceRef(cfg.space)
+    if cfg.sampler == "grid":  # exhaustive: each combination once, in a seeded order
+        sampler: Any = optuna.samplers.GridSampler(grid_of_space(space), seed=cfg.seed)
+    elif cfg.sampler == "random":
+        sampler = optuna.samplers.RandomSampler(seed=cfg.seed)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            sampler = optuna.samplers.TPESampler(
+                seed=cfg.seed,
+                multivariate=True,  # conditional spaces: model joint structure ...
+                group=True,  # ... per branch of the define-by-run tree
+                n_startup_trials=max(2, min(10, cfg.num_samples // 2)),
+            )
+    return _optuna_search_cls()(space=space, metric=METRIC, mode=MODE, sampler=sampler)
 
 
 def make_scheduler(cfg: SearchConfig) -> Any:
-    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+    if cfg.scheduler == "fifo":
+        return FIFOScheduler()
     max_t = cfg.budget_flops
     return ASHAScheduler(
         time_attr=TIME_ATTR,  # the compute clock, never training_iteration
