@@ -15,6 +15,7 @@ C next to the measured best time. Writes timing_factor.md + PNG.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import subprocess
 import sys
@@ -48,9 +49,10 @@ def main() -> None:
         setup, exp, ["--sampler", "grid", "--scheduler", "fifo"], exp.parent / "grid.log"
     )
     guide = exp / "guidelines"
+    experiment = json.loads((exp / "search.json").read_text())["experiment"]
     gl = subprocess.run(
         [
-            sys.executable, "-m", "raygrow.guidelines", "--experiment", exp.name,
+            sys.executable, "-m", "raygrow.guidelines", "--experiment", experiment,
             "--tracking-uri", f"sqlite:///{exp / 'mlflow.db'}", "--out", str(guide),
             "--bootstrap", "200",
         ],
