@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import raygrow  # noqa: F401 - first: sets OMP_WAIT_POLICY=PASSIVE before torch loads libgomp
 
@@ -91,6 +92,23 @@ def write_report(out: Path, name: str, lines: Sequence[str]) -> Path:
     path.write_text("\n".join(lines).rstrip() + "\n")
     print(f"wrote {path}")
     return path
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot on the file-only Agg backend (benchmarks run headless)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+    print(f"wrote {path}")
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

@@ -24,7 +24,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, fmt_ms, mean_std
+from _common import ROOT, fmt_ms, mean_std, pyplot, save_figure
 
 from raygrow.speedup import Speedup, speedup_at_matched_loss
 
@@ -395,10 +395,7 @@ def plot_curves(
     groups: dict[str, list[dict]], path: Path, title: str, skip_first: bool = True
 ) -> None:
     """Val loss vs FLOPs, mean over seeds with a ±1 std band, one line per arm."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(8, 5))
     for name, runs in groups.items():
@@ -418,10 +415,7 @@ def plot_curves(
     ax.legend(fontsize=8)
     finals = [r["loss"] for runs in groups.values() for r in runs]
     ax.set_ylim(min(finals) - 0.05, min(finals) + 0.6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    print(f"wrote {path}")
+    save_figure(fig, path)
 
 
 def with_lr(arms: Sequence[Arm], lr: float) -> list[Arm]:

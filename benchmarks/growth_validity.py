@@ -12,7 +12,7 @@ at the budget, any schedule that spends steps in the small model looks like a sp
 from __future__ import annotations
 
 import _growth as g
-from _common import fmt_ms, header, mean_std, write_report
+from _common import fmt_ms, header, mean_std, pyplot, save_figure, write_report
 
 
 def main() -> None:
@@ -69,10 +69,7 @@ def main() -> None:
 
 
 def _plot(v: dict, p: g.Protocol, path) -> None:  # noqa: ANN001 - Path
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
     for model in (p.target, p.small):
@@ -97,10 +94,7 @@ def _plot(v: dict, p: g.Protocol, path) -> None:  # noqa: ANN001 - Path
     a2.grid(alpha=0.3)
     finals = [r["loss"] for r in v["target"] + v["small"]]
     a2.set_ylim(min(finals) - 0.05, min(finals) + 0.5)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    print(f"wrote {path}")
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ The validity margin (benchmark 1) is reported first. Writes growth_vs_scratch.md
 from __future__ import annotations
 
 import _growth as g
-from _common import header, mean_std, write_report
+from _common import header, mean_std, pyplot, save_figure, write_report
 
 
 def main() -> None:
@@ -90,10 +90,7 @@ def main() -> None:
 
 
 def _speedup_plot(speedups: dict, path) -> None:  # noqa: ANN001
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4))
     names = list(speedups)
@@ -108,10 +105,7 @@ def _speedup_plot(speedups: dict, path) -> None:  # noqa: ANN001
     ax.set_xticks(range(len(names)), names, rotation=15, fontsize=8)
     ax.set_ylabel("speedup at matched loss (▲ = lower bound)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    print(f"wrote {path}")
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

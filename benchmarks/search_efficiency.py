@@ -31,7 +31,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from _common import header, mean_std, out_dir, write_report
+from _common import header, mean_std, out_dir, pyplot, save_figure, write_report
 from _search import SweepSetup, grown, load_trials, run_search
 from timing_factor import experiment_dir
 
@@ -213,10 +213,7 @@ def _replay(setup: SweepSetup, table: dict, n: int, seed: int, grid_dir: Path) -
 
 
 def _plot(grid, live, reps, goal, grid_total, path: Path) -> None:  # noqa: ANN001
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     def best_so_far(seq: list[tuple[float, float, bool]]) -> tuple[list[float], list[float]]:
         xs, ys, best = [], [], float("inf")
@@ -255,10 +252,7 @@ def _plot(grid, live, reps, goal, grid_total, path: Path) -> None:  # noqa: ANN0
     ax.set_ylim(min(finite) - 0.01, max(finite) + 0.02)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    print(f"wrote {path}")
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

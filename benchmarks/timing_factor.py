@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import ROOT, header, out_dir, write_report
+from _common import ROOT, header, out_dir, pyplot, save_figure, write_report
 from _search import SweepSetup, grown, load_trials, run_search
 
 from raygrow.model import ModelConfig
@@ -158,10 +158,7 @@ def _report(setup, trials, points, secs, gl, guide) -> list[str]:  # noqa: ANN00
 
 
 def _plot(points: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for g in sorted({p["g"] for p in points}):
@@ -186,10 +183,7 @@ def _plot(points: list[dict], path: Path) -> None:
     ax.set_title("G_stack sweep through raygrow.search (1 seed per point)")
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    print(f"wrote {path}")
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":
