@@ -94,7 +94,7 @@ def main() -> None:
             f"found a schedule within 1 % of the grid's best after **{live_cost / 1e12:.2f} "
             f"TFLOP = {live_cost / grid_total:.2f}** of the grid's {grid_total / 1e12:.2f} TFLOP"
             if live_found
-            else f"did not find a schedule within 1 % in {n} samples "
+            else f"did not find a schedule within 1 % in its {len(live)} reported trials "
             f"({live_cost / 1e12:.2f} TFLOP spent = {live_cost / grid_total:.2f} of the grid)"
         )
         + f" (target ≤ 1/3). Over {replays} replayed sampler seeds: found in "
