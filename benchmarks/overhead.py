@@ -46,6 +46,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import machine as common_machine
+
 import raygrow  # noqa: F401 - first: sets OMP_WAIT_POLICY=PASSIVE before torch loads libgomp
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -231,15 +233,7 @@ def median_phases(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.node()}: {os.cpu_count()} cores, {cpu}, {platform.platform()}"
+    return f"{platform.node()}: {common_machine()}"
 
 
 def commit() -> str:
