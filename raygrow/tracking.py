@@ -6,13 +6,22 @@ it works from callback threads; a lock serialises the calls.
 
 Layout in the store (one MLflow experiment per search space/target, see cli_contract.md):
 
-    parent run   tags raygrow.role=search, raygrow.search=<search id>
+    parent run   name "<experiment> <start time>" (e.g. `default-4x64 2026-12-03 17:40`)
+                 tags raygrow.role=search, raygrow.search=<search id>
                  params: space, budget, target, seeds, ... (flattened)
-                 tags: package versions, git commit; at the end the ranked table under tables/
-      child run  tags raygrow.role=trial, raygrow.trial_id=<Tune trial id>, raygrow.arm=<arm>,
-                 mlflow.parentRunId=<parent>, raygrow.status=<status text>
+                 tags: MLflow's own run context (`mlflow.source.*`, `mlflow.user`, git commit,
+                 branch and repo URL from `resolve_tags`), package versions, raygrow.git_dirty;
+                 input: the corpus manifest as a dataset (context "training");
+                 at the end the ranked table under tables/
+      child run  name: its schedule (`stack x4 @32%`, `scratch 4x64 @75% budget`)
+                 tags raygrow.role=trial, raygrow.trial_id=<Tune trial id>, raygrow.arm=<arm>,
+                 mlflow.parentRunId=<parent>, raygrow.status=<status text>, run context tags
                  params: the flattened schedule; metrics with step = tokens seen;
+                 input: the same corpus dataset;
                  artifacts: growth/event-*.json, plots/loss_vs_flops.png, whatever the search adds
+
+Run names are for people only: resume finds runs by the tags `raygrow.search` and
+`raygrow.trial_id`, never by name.
 
 Arms (tag `raygrow.arm`): `grown` (a growth schedule), `scratch` (the target model from scratch
 with its own, annealed LR schedule at its budget; several budgets make the baseline frontier),
@@ -98,12 +107,31 @@ _ARM_ALIASES = {
     "source": "small",
 }
 _MLFLOW_STATUS = {"completed": "FINISHED", "stopped": "KILLED", "failed": "FAILED"}
+_BARE_SCHEMES = ("databricks", "databricks-uc", "uc")  # MLflow URIs without "://"
 
 PACKAGES = ("raygrow", "torch", "ray", "optuna", "mlflow", "pyarrow", "numpy")
 _MAX_PARAM_LEN = 6000
 _MAX_TAG_LEN = 8000
 _BATCH_PARAMS = 100
 _BATCH_METRICS = 1000
+
+
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+
+
+def resolve_tracking_uri(flag: str | None, default: str | None) -> str | None:
+    """The store a CLI uses: `--tracking-uri`, else `$MLFLOW_TRACKING_URI`, else `default`."""
+    if flag:
+        return flag
+    return os.environ.get(TRACKING_URI_ENV) or default
+
+
+def tracking_uri_origin(flag: str | None) -> str | None:
+    """Where `resolve_tracking_uri` took the URI from, for error messages (None: the flag or
+    the default)."""
+    if not flag and os.environ.get(TRACKING_URI_ENV):
+        return f"set by ${TRACKING_URI_ENV}"
+    return None
 
 
 def default_tracking_uri(out_dir: str | Path) -> str:
@@ -188,6 +216,66 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def context_tags() -> dict[str, str]:
+    """MLflow's standard run-context tags, as `mlflow.start_run` would set them.
+
+    `mlflow.tracking.context.registry.resolve_tags`: `mlflow.user`, `mlflow.source.name` and
+    `.type`, and, when the program's main file is in a git checkout, `mlflow.source.git.commit`,
+    `.branch` and `.repoURL`. When the main file is not (a test runner, an installed console
+    script), the commit of the checkout holding this package is used, as before. Added on top:
+    `raygrow.git_dirty` (MLflow has no such tag).
+    """
+    from mlflow.tracking.context.registry import resolve_tags
+
+    tags = {str(k): str(v) for k, v in resolve_tags().items()}
+    commit = git_commit()
+    if commit is not None:
+        tags.setdefault("mlflow.source.git.commit", commit[0])
+        if tags["mlflow.source.git.commit"] == commit[0]:
+            tags["raygrow.git_dirty"] = str(commit[1]).lower()
+    return tags
+
+
+def corpus_dataset_input(manifest: Any, folder: str | Path, context: str = "training") -> Any:
+    """An MLflow `DatasetInput` describing a prepared token corpus (`raygrow.data.Manifest`).
+
+    A metadata-only `mlflow.data.meta_dataset.MetaDataset`: name `<source> (<tokenizer>)`,
+    digest = the first 16 hex digits of the manifest's `content_sha256`, source = the prepared
+    folder; the profile holds the full hash and the token/document/byte counts of each split.
+    Tagged `mlflow.data.context=<context>`.
+    """
+    import warnings
+
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    source = str(manifest.source)
+    short = source if manifest.source_kind == "default" else Path(source).name or source
+    with warnings.catch_warnings():  # "can be interpreted in multiple ways": both are local
+        warnings.simplefilter("ignore")
+        where = resolve_dataset_source(str(Path(folder).resolve()))
+    meta = MetaDataset(
+        where, name=f"{short} ({manifest.tokenizer})", digest=manifest.content_sha256[:16]
+    )
+    profile = {
+        "content_sha256": manifest.content_sha256,
+        "source": source,
+        "source_kind": manifest.source_kind,
+        "tokenizer": manifest.tokenizer,
+        "vocab_size": manifest.vocab_size,
+        "smoke_test": manifest.smoke_test,
+        **{
+            f"{split}_{key}": getattr(info, key)
+            for split, info in sorted(manifest.splits.items())
+            for key in ("tokens", "documents", "text_bytes")
+        },
+    }
+    dataset = Dataset(**meta.to_dict(), profile=json.dumps(profile, sort_keys=True))
+    return DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
+
+
 def git_commit(path: str | Path | None = None) -> tuple[str, bool] | None:
     """(commit, dirty) of the repository holding `path` (default: this package), or None."""
     where = str(Path(path or __file__).resolve().parent)
@@ -228,30 +316,29 @@ class SearchTracker:
         self.experiment_id = self._experiment_id(experiment)
         self.parent_run_id: str | None = None
         self.search_id: str | None = None
+        self.dataset: Any = None  # DatasetInput of the corpus, logged on every run
+        self._context: dict[str, str] | None = None
         self._runs: dict[str, str] = {}  # trial_id -> run_id
         self._open: set[str] = set()  # runs known to be RUNNING
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------------------------ setup
     @staticmethod
-    def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    def check_reachable(uri: str, timeout_s: float = 5.0, *, origin: str | None = None) -> None:
         """Raise a one-line ConfigError if the store cannot be used; call before any compute.
 
         sqlite: the URI must be absolute and its folder writable (probed with a real temporary
         file; a missing folder is checked at its nearest existing parent, since the search
-        creates it). http(s): the server must answer `/health` within `timeout_s`.
+        creates it). http(s): the server must answer `/health` within `timeout_s`. Any other
+        scheme must be one MLflow can build a client for (`foo://bar` is not). `origin` (e.g.
+        "set by $MLFLOW_TRACKING_URI") is added to the message in parentheses.
         """
-        if uri.startswith("file:") or "://" not in uri and not uri.startswith("sqlite:"):
-            raise ConfigError(
-                f"tracking URI {uri!r} is a file store, which MLflow 3 refuses; use "
-                "sqlite:////abs/path/mlflow.db or http://host:port"
-            )
-        db = sqlite_path(uri)
-        if db is not None:
-            _check_sqlite(uri, db)
-        elif uri.startswith(("http://", "https://")):
-            _check_http(uri, timeout_s)
-        # other schemes (databricks, postgresql, ...) are left to MLflow itself
+        try:
+            _check_uri(uri, timeout_s)
+        except ConfigError as exc:
+            if origin is None:
+                raise
+            raise ConfigError(f"{exc} ({origin})") from None
 
     def _experiment_id(self, name: str) -> str:
         from mlflow.exceptions import MlflowException
@@ -274,21 +361,21 @@ class SearchTracker:
             return exp.experiment_id
 
     # ------------------------------------------------------------------------------ search
-    def start_search(self, params: dict, tags: dict) -> str:
+    def start_search(self, params: dict, tags: dict, *, dataset: Any = None) -> str:
         """Create (or on resume reuse) the parent run; returns its run id.
 
         The parent is found by the tag `raygrow.search` (default: the experiment name), so pass
         a stable id there (e.g. the search's output folder) when one experiment holds several
-        searches. Package versions and the git commit are added as tags.
+        searches. Its name, `<experiment> <start time>`, is only for people (a resumed parent
+        keeps its name). MLflow's run-context tags (`context_tags`) and package versions are
+        added as tags. `dataset` (a `DatasetInput`, see `corpus_dataset_input`) is logged as
+        the parent's input and as every child's.
         """
         with self._lock:
             tags = {str(k): v for k, v in (tags or {}).items()}
             search_id = str(tags.pop(TAG_SEARCH, self.experiment))
             auto = {f"raygrow.version.{k}": v for k, v in package_versions().items()}
-            commit = git_commit()
-            if commit is not None:
-                auto["mlflow.source.git.commit"] = commit[0]
-                auto["raygrow.git_dirty"] = str(commit[1]).lower()
+            auto.update(self.context_tags)
             all_tags = {**auto, **tags, TAG_ROLE: "search", TAG_SEARCH: search_id}
             found = self._search(
                 f"tags.`{TAG_ROLE}` = 'search' and tags.`{TAG_SEARCH}` = '{_quote(search_id)}'",
@@ -299,12 +386,23 @@ class SearchTracker:
                 self.client.update_run(run_id, status="RUNNING")
                 all_tags["raygrow.resumed_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
             else:
-                run = self.client.create_run(self.experiment_id, run_name=f"search-{search_id}")
+                name = f"{self.experiment} {time.strftime('%Y-%m-%d %H:%M')}"
+                run = self.client.create_run(self.experiment_id, run_name=name)
                 run_id = run.info.run_id
             self._log_params(run_id, flatten(params or {}))
             self._log_tags(run_id, all_tags)
+            self.dataset = dataset
+            if dataset is not None:
+                self.client.log_inputs(run_id, datasets=[dataset])
             self.parent_run_id, self.search_id = run_id, search_id
             return run_id
+
+    @property
+    def context_tags(self) -> dict[str, str]:
+        """`context_tags()` of this process, resolved once."""
+        if self._context is None:
+            self._context = context_tags()
+        return self._context
 
     def finish_search(self, ranked_table: Any, summary: dict) -> None:
         """Ranked table as tables/ranked.{csv,parquet,md,json}; summary as tags (+ numbers as
@@ -327,8 +425,14 @@ class SearchTracker:
             self.client.set_terminated(run_id, status="FINISHED")
 
     # ------------------------------------------------------------------------------ trials
-    def trial_run(self, trial_id: str, params: dict, arm: str) -> str:
-        """The child run of `trial_id` (created once per search; reused on resume)."""
+    def trial_run(
+        self, trial_id: str, params: dict, arm: str, *, run_name: str | None = None
+    ) -> str:
+        """The child run of `trial_id` (created once per search; reused on resume).
+
+        `run_name` (default: the trial id) is what people see in the UI, e.g. the schedule
+        `stack x4 @32%`; the run is found again by its `raygrow.trial_id` tag, never by name.
+        """
         canon = _ARM_ALIASES.get(str(arm).lower())
         if canon is None:
             raise ValueError(f"unknown arm {arm!r}; use one of {ARMS}")
@@ -338,8 +442,9 @@ class SearchTracker:
             if run_id is None:
                 run = self.client.create_run(
                     self.experiment_id,
-                    run_name=str(trial_id),
+                    run_name=str(run_name or trial_id),
                     tags={
+                        **self.context_tags,
                         TAG_PARENT: parent,
                         TAG_ROLE: "trial",
                         TAG_TRIAL: str(trial_id),
@@ -351,6 +456,8 @@ class SearchTracker:
                 )
                 run_id = run.info.run_id
                 self._open.add(run_id)
+                if self.dataset is not None:
+                    self.client.log_inputs(run_id, datasets=[self.dataset])
             self._runs[trial_id] = run_id
             self._log_params(run_id, flatten(params or {}))
             return run_id
@@ -728,6 +835,45 @@ def _check_sqlite(uri: str, db: Path) -> None:
         ) from None
 
 
+def _check_uri(uri: str, timeout_s: float) -> None:
+    if uri in _BARE_SCHEMES or uri.startswith("databricks"):
+        _check_other(uri)
+        return
+    if uri.startswith("file:") or "://" not in uri and not uri.startswith("sqlite:"):
+        raise ConfigError(
+            f"tracking URI {uri!r} is a file store, which MLflow 3 refuses; use "
+            "sqlite:////abs/path/mlflow.db or http://host:port"
+        )
+    db = sqlite_path(uri)
+    if db is not None:
+        _check_sqlite(uri, db)
+    elif uri.startswith(("http://", "https://")):
+        _check_http(uri, timeout_s)
+    else:  # postgresql, mysql, ...: MLflow builds (and for SQL, connects to) its store
+        _check_other(uri)
+
+
+def _check_other(uri: str) -> None:
+    """A URI that is neither sqlite nor http(s): MLflow must be able to build a client for it."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+    from mlflow.tracking.registry import UnsupportedModelRegistryStoreURIException
+
+    fix = "use --tracking-uri sqlite:////abs/path/mlflow.db or http://host:port"
+    try:
+        MlflowClient(tracking_uri=uri)
+    except UnsupportedModelRegistryStoreURIException as exc:
+        scheme = uri.split("://", 1)[0] if "://" in uri else uri.split(":", 1)[0]
+        known = ", ".join(s for s in exc.supported_uri_schemes if s and s != "file")
+        raise ConfigError(
+            f"tracking URI {uri!r}: MLflow has no store for the scheme {scheme!r} (it knows "
+            f"{known}); {fix}"
+        ) from None
+    except (MlflowException, ImportError, OSError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise ConfigError(f"MLflow cannot use tracking URI {uri!r} ({first}); {fix}") from None
+
+
 def _check_http(uri: str, timeout_s: float) -> None:
     base = uri.rstrip("/")
     deadline = time.monotonic() + timeout_s
@@ -761,7 +907,11 @@ __all__ = [
     "EXTRA_METRICS",
     "SearchTracker",
     "checkpoint_of_run",
+    "context_tags",
+    "corpus_dataset_input",
     "default_tracking_uri",
     "flatten",
     "local_server",
+    "resolve_tracking_uri",
+    "tracking_uri_origin",
 ]

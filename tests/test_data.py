@@ -212,6 +212,25 @@ def test_load_tokens_reuses_cache_and_is_fast(default_data: TokenData) -> None:
         load_tokens(str(default_data.path), tokenizer="bpe:512")
 
 
+def test_manifest_of_reads_only_the_manifest(
+    text_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``manifest_of``: the manifest and folder ``load_tokens`` uses, without its tokens."""
+    from raygrow.data import manifest_of, shards
+
+    cache = tmp_path / "cache"
+    manifest, folder = manifest_of(str(text_dir), cache_dir=cache)  # cold: prepares
+    data = load_tokens(str(text_dir), cache_dir=cache)
+    assert folder == data.path and manifest == data.manifest
+
+    def no_tokens(*a: object, **k: object) -> None:
+        raise AssertionError("manifest_of must not read the token shards")
+
+    monkeypatch.setattr(shards, "read_split", no_tokens)
+    assert manifest_of(str(text_dir), cache_dir=cache) == (manifest, folder)  # cache entry
+    assert manifest_of(str(folder)) == (manifest, folder)  # a prepared folder
+
+
 def test_unigram_entropy(default_data: TokenData) -> None:
     assert unigram_entropy(np.arange(256, dtype=np.uint8)) == pytest.approx(math.log(256))
     assert unigram_entropy(np.full(1000, 7, dtype=np.uint16)) == 0.0

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fixtures.mlflow_store import sqlite_store
@@ -13,13 +16,17 @@ from fixtures.mlflow_store import sqlite_store
 from raygrow.errors import ConfigError
 from raygrow.tracking import (
     SearchTracker,
+    corpus_dataset_input,
     default_tracking_uri,
     flatten,
     free_port,
     local_server,
+    resolve_tracking_uri,
     status_kind,
+    tracking_uri_origin,
 )
 
+REPO = Path(__file__).resolve().parents[1]
 GROWN_PARAMS = {
     "grow_at": 0.25,
     "operator": "stack",
@@ -231,6 +238,101 @@ def test_unreachable_stores_fail_fast_with_one_line(tmp_path: Path) -> None:
     # a folder that does not exist yet is fine when its parent is writable (the search makes it)
     SearchTracker.check_reachable(default_tracking_uri(tmp_path / "new" / "deeper"))
     assert not (tmp_path / "new").exists()
+
+
+def _manifest() -> Any:
+    from raygrow.data import Manifest, SplitInfo
+
+    return Manifest(
+        source="default",
+        source_kind="default",
+        tokenizer="byte",
+        vocab_size=256,
+        dtype="uint8",
+        splits={
+            "train": SplitInfo(9000, 9, 9000, "a" * 64, ("train-0.parquet",)),
+            "val": SplitInfo(1000, 1, 1000, "b" * 64, ("val-0.parquet",)),
+        },
+        split={"method": "fixed"},
+        content_sha256="0123456789abcdef" * 4,
+    )
+
+
+def test_readable_run_names_context_tags_and_dataset_inputs(store: str, tmp_path: Path) -> None:
+    tr = SearchTracker(store, "default-4x64")
+    dataset = corpus_dataset_input(_manifest(), tmp_path / "corpus")
+    parent = tr.start_search({"space": "default"}, {"raygrow.search": "/x/y"}, dataset=dataset)
+    grown = tr.trial_run("t_0001", GROWN_PARAMS, "grown", run_name="stack x4 @32%")
+    scratch = tr.trial_run("t_0002", {}, "scratch", run_name="scratch 4x64 @75% budget")
+    plain = tr.trial_run("t_0003", {}, "small")  # no description: the trial id
+    c = tr.client
+
+    # names a person can read, visible through search_runs
+    p = c.get_run(parent)
+    assert re.fullmatch(r"default-4x64 \d{4}-\d\d-\d\d \d\d:\d\d", p.info.run_name)
+    by_name = {
+        r.info.run_name: r.info.run_id
+        for r in c.search_runs([tr.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
+    }
+    assert by_name == {"stack x4 @32%": grown, "scratch 4x64 @75% budget": scratch, "t_0003": plain}
+    (found,) = c.search_runs([tr.experiment_id], "attributes.run_name = 'stack x4 @32%'")
+    assert found.data.tags["raygrow.trial_id"] == "t_0001"
+
+    # the tags resume relies on are unchanged; names are not used to find runs again
+    tr2 = SearchTracker(store, "default-4x64")
+    assert tr2.start_search({}, {"raygrow.search": "/x/y"}, dataset=dataset) == parent
+    assert tr2.trial_run("t_0001", GROWN_PARAMS, "grown", run_name="renamed") == grown
+    assert c.get_run(parent).info.run_name == p.info.run_name  # a resumed parent keeps it
+    assert c.get_run(grown).info.run_name == "stack x4 @32%"
+    assert p.data.tags["raygrow.search"] == "/x/y" and p.data.tags["raygrow.role"] == "search"
+
+    # MLflow's own run context; raygrow keeps only what MLflow lacks
+    repo_head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
+    for run_id in (parent, grown):
+        tags = c.get_run(run_id).data.tags
+        assert tags["mlflow.source.type"] == "LOCAL"
+        assert tags["mlflow.source.name"] and tags["mlflow.user"]
+        if repo_head:
+            assert tags["mlflow.source.git.commit"] == repo_head
+            assert tags["raygrow.git_dirty"] in ("true", "false")
+    assert p.data.tags["raygrow.version.mlflow"].startswith("3.")
+
+    # the corpus manifest is every run's dataset input, context "training"
+    for run_id in (parent, grown, scratch, plain):
+        (inp,) = c.get_run(run_id).inputs.dataset_inputs
+        assert inp.dataset.name == "default (byte)"
+        assert inp.dataset.digest == "0123456789abcdef"
+        assert inp.dataset.source_type == "local"
+        assert json.loads(inp.dataset.source)["uri"] == str((tmp_path / "corpus").resolve())
+        profile = json.loads(inp.dataset.profile)
+        assert profile["content_sha256"] == "0123456789abcdef" * 4
+        assert (profile["train_tokens"], profile["val_tokens"]) == (9000, 1000)
+        assert {(t.key, t.value) for t in inp.tags} == {("mlflow.data.context", "training")}
+    # logging it again on resume does not duplicate it
+    assert len(c.get_run(parent).inputs.dataset_inputs) == 1
+
+
+def test_tracking_uri_precedence_flag_env_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert resolve_tracking_uri(None, "sqlite:////d/mlflow.db") == "sqlite:////d/mlflow.db"
+    assert tracking_uri_origin(None) is None
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://env:5000")
+    assert resolve_tracking_uri(None, "sqlite:////d/mlflow.db") == "http://env:5000"
+    assert tracking_uri_origin(None) == "set by $MLFLOW_TRACKING_URI"
+    assert resolve_tracking_uri("http://flag:1", "sqlite:////d/mlflow.db") == "http://flag:1"
+    assert tracking_uri_origin("http://flag:1") is None
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")  # empty = unset
+    assert resolve_tracking_uri(None, None) is None
+
+
+def test_a_uri_mlflow_cannot_use_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no store for the scheme 'foo'") as exc:
+        SearchTracker.check_reachable("foo://bar")
+    assert "\n" not in str(exc.value) and "sqlite" in str(exc.value)
+    with pytest.raises(ConfigError, match=r"\(set by \$MLFLOW_TRACKING_URI\)$"):
+        SearchTracker.check_reachable("foo://bar", origin="set by $MLFLOW_TRACKING_URI")
 
 
 def _rest(url: str, path: str, body: dict | None = None) -> dict:

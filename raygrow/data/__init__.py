@@ -20,6 +20,7 @@ from raygrow.data.loader import (
     default_cache_dir,
     epoch_permutation,
     load_tokens,
+    manifest_of,
     unigram_entropy,
     val_windows,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "epoch_permutation",
     "get_tokenizer",
     "load_tokens",
+    "manifest_of",
     "parse_tokenizer_spec",
     "prepare",
     "resolve_source",

@@ -266,6 +266,49 @@ def default_cache_dir() -> Path:
     return Path(base) / "raygrow" / "data"
 
 
+def _cache_entry(
+    source: str,
+    tokenizer: str | None,
+    cache_dir: str | Path | None,
+    val_fraction: float | None,
+    split_seed: int,
+) -> tuple[Any, Path]:
+    """Checked prepare request of a raw source and its cache folder (which may not exist)."""
+    req = check_request(source, tokenizer or "byte", val_fraction, split_seed)
+    key_parts = [shards.FORMAT_VERSION, req.source.fingerprint(), req.tokenizer]
+    key_parts += [req.val_fraction, req.split_seed]
+    key = hashlib.sha256(json.dumps(key_parts).encode("utf-8")).hexdigest()[:16]
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    return req, root / f"{req.source.short_name}-{req.tokenizer.replace(':', '')}-{key}"
+
+
+def manifest_of(
+    source: str = "default",
+    tokenizer: str | None = None,
+    cache_dir: str | Path | None = None,
+    *,
+    val_fraction: float | None = None,
+    split_seed: int = 0,
+) -> tuple[Manifest, Path]:
+    """The manifest and folder ``load_tokens`` would use for these arguments.
+
+    Reads only ``manifest.json`` when the folder (a prepared one, or the cache entry of a raw
+    source) exists; otherwise prepares the source with ``load_tokens`` first.
+    """
+    folder = Path(str(source)).expanduser()
+    if not (folder / shards.MANIFEST_FILE).is_file():
+        _, folder = _cache_entry(str(source), tokenizer, cache_dir, val_fraction, split_seed)
+    if (folder / shards.MANIFEST_FILE).is_file():
+        try:
+            return shards.read_manifest(folder), folder
+        except ConfigError:
+            pass  # a corrupt cache entry: load_tokens rebuilds it
+    data = load_tokens(
+        source, tokenizer, cache_dir, val_fraction=val_fraction, split_seed=split_seed
+    )
+    return data.manifest, data.path
+
+
 def load_tokens(
     source: str = "default",
     tokenizer: str | None = None,
@@ -292,13 +335,7 @@ def load_tokens(
             )
         return data
 
-    req = check_request(str(source), tokenizer or "byte", val_fraction, split_seed)
-    key_parts = [shards.FORMAT_VERSION, req.source.fingerprint(), req.tokenizer]
-    key_parts += [req.val_fraction, req.split_seed]
-    key = hashlib.sha256(json.dumps(key_parts).encode("utf-8")).hexdigest()[:16]
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    final = root / f"{req.source.short_name}-{req.tokenizer.replace(':', '')}-{key}"
-
+    req, final = _cache_entry(str(source), tokenizer, cache_dir, val_fraction, split_seed)
     if (final / shards.MANIFEST_FILE).is_file():
         try:
             return TokenData.open(final)
