@@ -241,7 +241,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run-id", help="MLflow run id of a trial")
     src.add_argument("--checkpoint", help="a raygrow checkpoint file or checkpoints folder")
-    p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI)")
+    p.add_argument(
+        "--tracking-uri",
+        help="MLflow store of --run-id; precedence: this flag, else $MLFLOW_TRACKING_URI "
+        "(no default)",
+    )
     p.add_argument("--out", help="output folder (default ./raygrow_runs/exports/<run or ckpt>)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     p.add_argument(
@@ -252,23 +256,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    import os
-
     from raygrow.train.state import load_checkpoint
 
     args = parse_args(argv)
     provenance: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="raygrow-export-") as tmp:
         if args.run_id:
-            uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+            from raygrow.tracking import (
+                SearchTracker,
+                checkpoint_of_run,
+                resolve_tracking_uri,
+                tracking_uri_origin,
+            )
+
+            uri = resolve_tracking_uri(args.tracking_uri, None)
             if not uri:
                 raise ConfigError(
                     "--run-id needs the store: pass --tracking-uri sqlite:////abs/path/mlflow.db "
                     "(or set MLFLOW_TRACKING_URI)"
                 )
-            from raygrow.tracking import SearchTracker, checkpoint_of_run
-
-            SearchTracker.check_reachable(uri)
+            SearchTracker.check_reachable(uri, origin=tracking_uri_origin(args.tracking_uri))
             path = checkpoint_of_run(uri, args.run_id, tmp)
             provenance.update(run_id=args.run_id, tracking_uri=uri)
         else:

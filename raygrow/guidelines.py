@@ -3,6 +3,9 @@
     python -m raygrow.guidelines --experiment NAME [--experiment NAME2 ...] \
         [--tracking-uri URI] [--out DIR] [--bootstrap 1000] [--form gstack|powerlaw]
 
+The MLflow store: --tracking-uri, else $MLFLOW_TRACKING_URI, else
+./raygrow_runs/<first experiment>/mlflow.db.
+
 Reads every trial run (tag raygrow.role=trial) of the experiments, computes each trial's speedup
 at matched loss against its search's annealed scratch arms, checks validity, fits the growth
 timing guideline with bootstrap intervals (or says why it cannot), ranks factors and operators,
@@ -28,7 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--tracking-uri",
-        help="MLflow store (default: sqlite store of ./raygrow_runs/<first experiment>/mlflow.db)",
+        help="MLflow store; precedence: this flag, else $MLFLOW_TRACKING_URI, else the sqlite "
+        "store ./raygrow_runs/<first experiment>/mlflow.db",
     )
     p.add_argument("--out", help="output folder (default ./raygrow_runs/<experiment>/guidelines)")
     p.add_argument(
@@ -42,13 +46,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def resolve_uri(uri: str | None, experiment: str) -> str:
-    from raygrow.tracking import SearchTracker, default_tracking_uri, sqlite_path
+    """`--tracking-uri`, else $MLFLOW_TRACKING_URI, else ./raygrow_runs/<experiment>/mlflow.db."""
+    from raygrow.tracking import (
+        SearchTracker,
+        default_tracking_uri,
+        resolve_tracking_uri,
+        sqlite_path,
+        tracking_uri_origin,
+    )
 
-    if uri is None:
-        uri = default_tracking_uri(Path("raygrow_runs") / experiment)
-    elif uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+    origin = tracking_uri_origin(uri)
+    uri = resolve_tracking_uri(uri, default_tracking_uri(Path("raygrow_runs") / experiment))
+    assert uri is not None
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         uri = "sqlite:///" + str(Path(uri[len("sqlite:///") :]).resolve())  # reading: cwd is fine
-    SearchTracker.check_reachable(uri)
+    SearchTracker.check_reachable(uri, origin=origin)
     db = sqlite_path(uri)
     if db is not None and not db.is_file():
         raise ConfigError(f"no MLflow store at {db}; pass the search's --tracking-uri")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import pickle
 import subprocess
 import sys
@@ -284,6 +285,75 @@ def test_bad_input_exits_2_before_ray(tmp_path, monkeypatch, capsys) -> None:
         err = capsys.readouterr().err.strip()
         assert err.startswith("raygrow.search: error:") and "\n" not in err, (argv, err)
     assert not (tmp_path / "exp").exists()
+
+
+def test_tracking_uri_flag_env_default(tmp_path, monkeypatch) -> None:
+    """--tracking-uri, else $MLFLOW_TRACKING_URI, else the experiment folder's sqlite store."""
+    from raygrow.search.__main__ import build_parser, config_from_args
+
+    def cfg_of(*argv: str) -> SearchConfig:
+        return config_from_args(build_parser().parse_args(["--smoke-test", *argv]))[0]
+
+    out = tmp_path / "exp"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert cfg_of("--out", str(out)).tracking_uri == f"sqlite:///{out}/mlflow.db"
+    env_uri = f"sqlite:///{tmp_path}/env/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env_uri)
+    assert cfg_of("--out", str(out)).tracking_uri == env_uri
+    flag_uri = f"sqlite:///{tmp_path}/flag/mlflow.db"
+    assert cfg_of("--out", str(out), "--tracking-uri", flag_uri).tracking_uri == flag_uri
+    assert "MLFLOW_TRACKING_URI" in " ".join(build_parser().format_help().split())
+
+
+def test_unusable_tracking_uri_exits_2_in_every_cli(tmp_path, monkeypatch, capsys) -> None:
+    """foo://bar, given or from the environment: one stderr line, exit 2, Ray never started."""
+    import ray
+
+    from raygrow.export import main as export_main
+    from raygrow.guidelines import main as guidelines_main
+    from raygrow.search.__main__ import main as search_main
+
+    def no_ray(*a, **k):
+        raise AssertionError("Ray must not start for bad input")
+
+    monkeypatch.setattr(ray, "init", no_ray)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = str(tmp_path / "out")
+    clis = [
+        ("raygrow.search", search_main, ["--smoke-test", "--out", out]),
+        ("raygrow.guidelines", guidelines_main, ["--experiment", "x", "--out", out]),
+        ("raygrow.export", export_main, ["--run-id", "abc", "--out", out]),
+    ]
+    for from_env in (False, True):
+        for prog, main, argv in clis:
+            if from_env:
+                monkeypatch.setenv("MLFLOW_TRACKING_URI", "foo://bar")
+            else:
+                argv = [*argv, "--tracking-uri", "foo://bar"]
+            with pytest.raises(SystemExit) as exc:
+                main(argv)
+            assert exc.value.code == 2, (prog, from_env)
+            err = capsys.readouterr().err.strip()
+            assert err.startswith(f"{prog}: error:") and "\n" not in err, (prog, err)
+            assert "'foo'" in err and ("$MLFLOW_TRACKING_URI" in err) == from_env, err
+    assert not Path(out).exists()
+
+
+def test_unusable_tracking_uri_from_env_subprocess(tmp_path) -> None:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "foo://bar"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "raygrow.search", "--smoke-test"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "foo://bar" in lines[0], proc.stderr
+    assert "Ray" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "raygrow_runs").exists()
 
 
 def test_bad_input_subprocess_exit_code(tmp_path) -> None:

@@ -75,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--use-gpu", action="store_true", help="one GPU per Train worker")
     p.add_argument("--experiment", help="MLflow experiment name (default <space>-<target>)")
     p.add_argument(
-        "--tracking-uri", help="MLflow store (default sqlite:////<out>/mlflow.db, absolute)"
+        "--tracking-uri",
+        help="MLflow store; precedence: this flag, else $MLFLOW_TRACKING_URI, else "
+        "sqlite:////<out>/mlflow.db (absolute)",
     )
     p.add_argument("--out", help="experiment folder (default ./raygrow_runs/<experiment>)")
     p.add_argument("--resume", metavar="DIR", help="continue the search in this folder")
@@ -155,7 +157,12 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
         resolve_space,
         validate_space,
     )
-    from raygrow.tracking import SearchTracker, default_tracking_uri
+    from raygrow.tracking import (
+        SearchTracker,
+        default_tracking_uri,
+        resolve_tracking_uri,
+        tracking_uri_origin,
+    )
 
     base = SMOKE if args.smoke_test else DEFAULTS
     space = resolve_space(args.space or base["space"])
@@ -202,8 +209,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
     prefix = "smoke-" if args.smoke_test else ""
     experiment = args.experiment or f"{prefix}{ref.name}-{target.shape}"
     out = Path(args.out or Path("raygrow_runs") / experiment).expanduser().resolve()
-    uri = args.tracking_uri or default_tracking_uri(out)
-    SearchTracker.check_reachable(uri)
+    uri = resolve_tracking_uri(args.tracking_uri, default_tracking_uri(out))
+    SearchTracker.check_reachable(uri, origin=tracking_uri_origin(args.tracking_uri))
     num_samples = base["num_samples"] if args.num_samples is None else args.num_samples
     if args.sampler == "grid":
         size = len(grid_points(grid_of_space(ref)))
