@@ -2,7 +2,8 @@
 
 `TrackingCallback` forwards Tune's trial events to `raygrow.tracking.SearchTracker` (one child
 run per trial under the search's parent run): params at start, eval metrics at step = tokens,
-and at the end the status (`completed` / `stopped by ASHA at FLOPs X` / `failed: reason`), the
+and at the end the status (`completed` / `stopped by ASHA at FLOPs X` / `failed: reason`), for
+an ASHA stop its reason (tag `raygrow.stop_reason`: rung, cutoff, value, trials at the rung), the
 growth events read from the trial's last checkpoint and the schedule/train config as artifacts.
 This is where post-trial bookkeeping must live: the trial's own code never runs after ASHA
 stops it.
@@ -141,11 +142,22 @@ class TrackingCallback(Callback):
             if plan.schedule is not None:
                 artifacts["schedule.json"] = plan.schedule.to_dict()
         tags = {"raygrow.schedule": info.schedule}
+        reason = self._stop_reason(trial) if status.startswith("stopped") else None
+        if reason:
+            tags["raygrow.stop_reason"] = reason
         if checkpoint is not None:
             tags["raygrow.checkpoint_path"] = str(checkpoint)
         self._safe(
             "finish_trial", self.tracker.finish_trial, trial.trial_id, status, tags, artifacts
         )
+
+    def _stop_reason(self, trial: Any) -> str | None:
+        """Why ASHA stopped the trial (RecordingASHA's state file; None: not by ASHA)."""
+        if self.cfg.scheduler != "asha" or not self.cfg.out:
+            return None
+        from raygrow.search.asha import state_path, stop_texts
+
+        return stop_texts(state_path(self.cfg.experiment_dir)).get(trial.trial_id)
 
     @staticmethod
     def _last_checkpoint(trial: Any, plan: Any) -> Path | None:

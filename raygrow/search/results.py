@@ -8,6 +8,9 @@ them from Tune's results. Status texts follow tracking's contract:
     failed: <reason>                an error (diverged, crashed after retries, bad sample)
     unfinished                      the search was interrupted; `--resume DIR` continues it
 
+A stopped trial's `stop_reason` column says why (`raygrow.search.asha.describe`): the rung in
+FLOPs, the trial's value, the cutoff and the number of trials recorded at that rung before it.
+
 Speedup (`raygrow.speedup`) compares a completed run's (FLOPs, final val_loss) against the
 annealed scratch runs (full budget and the shorter budgets, each with its own LR schedule).
 Beyond the measured scratch range it is a bound, never an extrapolation: `>1.14x` means scratch
@@ -51,6 +54,7 @@ TABLE_COLUMNS = (
     "reaches_target",
     "n_params",
     "trial_id",
+    "stop_reason",
 )
 MARKDOWN_COLUMNS = (
     "rank",
@@ -61,6 +65,7 @@ MARKDOWN_COLUMNS = (
     "speedup",
     "reaches_target",
     "status",
+    "stop_reason",
 )
 SMALL_MARGIN = 0.01
 """A validity margin below this many nats is reported as not robust (single seed)."""
@@ -79,6 +84,8 @@ class TrialInfo:
     last_result: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     """Failure reason (already one line) for ERROR trials."""
+    stop_reason: str | None = None
+    """Why ASHA stopped the trial (rung, cutoff, value, trials at the rung), if it did."""
 
 
 def trial_status(info: TrialInfo) -> str:
@@ -150,6 +157,7 @@ def build_rows(infos: Sequence[TrialInfo]) -> list[dict[str, Any]]:
                 "speedup": None,
                 "speedup_vs_scratch": None,
                 "speedup_bound": None,
+                "stop_reason": info.stop_reason if status_kind(status) == "stopped" else None,
             }
         )
     points = scratch_points(rows)
@@ -265,9 +273,12 @@ def write_tables(rows: Sequence[dict[str, Any]], summary: dict[str, Any], out_di
 
 
 # --------------------------------------------------------------------------- from Tune
-def collect_trials(grid: Any, plan_of: Any) -> list[TrialInfo]:
+def collect_trials(
+    grid: Any, plan_of: Any, stop_reasons: dict[str, str] | None = None
+) -> list[TrialInfo]:
     """TrialInfos from a ResultGrid. `plan_of(config, trial_id)` -> TrialPlan (for the arm,
-    the description and the planned tokens of a trial)."""
+    the description and the planned tokens of a trial); `stop_reasons`: trial_id -> why ASHA
+    stopped it."""
     analysis = grid._experiment_analysis  # the Trial objects carry the status (ray 2.60)
     infos = []
     for trial in analysis.trials:
@@ -291,6 +302,7 @@ def collect_trials(grid: Any, plan_of: Any) -> list[TrialInfo]:
                 planned_tokens=tokens,
                 last_result=dict(trial.last_result or {}),
                 error=error,
+                stop_reason=(stop_reasons or {}).get(trial.trial_id),
             )
         )
     return infos

@@ -19,14 +19,16 @@ trainable (`trainable.trial_driver`):
 
 Resume: both Tune runs are restored with `Tuner.restore(resume_unfinished=True)` when their
 folder exists: finished trials are kept (not re-run), interrupted ones continue from their own
-Train checkpoint (Train run `train-<trial_id>`), OptunaSearch continues its pickled study, and
-the MLflow parent/child runs are found again by tag (no duplicates). Errored trials stay
-errored: they were retried per FailureConfig already (pass `--retry-errored` to retry them).
+Train checkpoint (Train run `train-<trial_id>`), OptunaSearch continues its study (`optuna.db`
+in the experiment folder, `raygrow.search.study`), ASHA reloads its rung records and stop
+reasons (`asha_state.json`, `raygrow.search.asha`: Tune itself does not restore a scheduler's
+state), and the MLflow parent/child runs are found again by tag (no duplicates). Errored
+trials stay errored: they were retried per FailureConfig already (pass `--retry-errored` to
+retry them).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
@@ -77,19 +79,7 @@ class Wiring:
 
 # --------------------------------------------------------------------------- searcher
 def _optuna_search_cls() -> type:
-    from ray.tune.search.optuna import OptunaSearch
-
-    class GrowthOptunaSearch(OptunaSearch):
-        """OptunaSearch that tells FAIL for a non-finite final loss instead of leaving a
-        RUNNING zombie in the study (ray_stack.md §2.3)."""
-
-        def on_trial_complete(
-            self, trial_id: str, result: dict | None = None, error: bool = False
-        ) -> None:
-            value = (result or {}).get(self.metric) if isinstance(self.metric, str) else None
-            if isinstance(value, float) and not math.isfinite(value):
-                result, error = None, True
-            super().on_trial_complete(trial_id, result=result, error=error)
+    from raygrow.search.study import GrowthOptunaSearch
 
     return GrowthOptunaSearch
 
@@ -114,16 +104,32 @@ def make_searcher(cfg: SearchConfig) -> Any:
                 group=True,  # ... per branch of the define-by-run tree
                 n_startup_trials=max(2, min(10, cfg.num_samples // 2)),
             )
-    return _optuna_search_cls()(space=space, metric=METRIC, mode=MODE, sampler=sampler)
+    kwargs: dict[str, Any] = {}
+    if cfg.out:  # persisted: optuna-dashboard sqlite:///<out>/optuna.db; --resume continues it
+        from raygrow.search.study import make_storage
+
+        kwargs = {"storage": make_storage(cfg.experiment_dir), "study_name": cfg.experiment}
+    stop_file = _asha_state_file(cfg) if cfg.scheduler == "asha" else None
+    return _optuna_search_cls()(
+        space=space, metric=METRIC, mode=MODE, sampler=sampler, stop_file=stop_file, **kwargs
+    )
+
+
+def _asha_state_file(cfg: SearchConfig) -> str | None:
+    from raygrow.search.asha import state_path
+
+    return str(state_path(cfg.experiment_dir)) if cfg.out else None
 
 
 def make_scheduler(cfg: SearchConfig) -> Any:
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import FIFOScheduler
+
+    from raygrow.search.asha import RecordingASHA
 
     if cfg.scheduler == "fifo":
         return FIFOScheduler()
     max_t = cfg.budget_flops
-    return ASHAScheduler(
+    return RecordingASHA(  # Ray's ASHA + stop reasons + rung records that survive --resume
         time_attr=TIME_ATTR,  # the compute clock, never training_iteration
         metric=METRIC,
         mode=MODE,
@@ -131,6 +137,7 @@ def make_scheduler(cfg: SearchConfig) -> Any:
         grace_period=cfg.grace_frac * max_t,
         reduction_factor=cfg.reduction_factor,
         stop_last_trials=False,  # grown runs end below max_t FLOPs; let survivors finish
+        state_file=_asha_state_file(cfg),
     )
 
 
@@ -267,7 +274,10 @@ def _fit(wiring: Wiring, trainable: Any, path: str, retry_errored: bool) -> Any:
             resume_unfinished=True,
             resume_errored=retry_errored,
         )
-    else:
+    else:  # a new Tune run: no study trials or rung records of an earlier, lost one
+        for part in (wiring.searcher, wiring.scheduler):
+            if hasattr(part, "start_fresh"):
+                part.start_fresh()
         tuner = wiring.tuner(trainable)
     return tuner.fit()
 
@@ -322,7 +332,7 @@ def run_search(cfg: SearchConfig, *, retry_errored: bool = False) -> SearchOutco
             grid = _fit(
                 search_wiring(cfg), trainable, f"{cfg.tune_storage}/{SEARCH}", retry_errored
             )
-            found = results.collect_trials(grid, plan_of)
+            found = results.collect_trials(grid, plan_of, _stop_texts(cfg))
             infos += found
             complete = len(found) >= cfg.num_samples and all(
                 i.tune_status in ("TERMINATED", "ERROR") for i in found
@@ -356,6 +366,13 @@ def run_search(cfg: SearchConfig, *, retry_errored: bool = False) -> SearchOutco
             file=sys.stderr,
         )
     return SearchOutcome(rows, summary, complete)
+
+
+def _stop_texts(cfg: SearchConfig) -> dict[str, str]:
+    """trial_id -> why ASHA stopped it (RecordingASHA's state file)."""
+    from raygrow.search.asha import stop_texts
+
+    return stop_texts(_asha_state_file(cfg))
 
 
 def _summary(
