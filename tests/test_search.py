@@ -159,6 +159,65 @@ def test_plan_of_a_sampled_trial(tmp_path) -> None:
     assert plan.train.out_dir == str(tmp_path / "trials" / "abc")
 
 
+def test_tracking_callback_names_runs_by_schedule_and_logs_the_corpus(
+    tmp_path, monkeypatch
+) -> None:
+    """Child runs are named by their schedule; parent and children get the corpus input."""
+    import types
+
+    import optuna
+    from fixtures.mlflow_store import sqlite_store
+
+    from raygrow.search.callbacks import TrackingCallback, get_tracker
+    from raygrow.search.spaces import SpaceRef
+    from raygrow.search.tuner import corpus_input
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(20):
+        (docs / f"d{i:02d}.txt").write_text(f"document {i} " + "some words here\n" * 200)
+    monkeypatch.setenv("RAYGROW_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = small_cfg(
+        tmp_path,
+        tracking_uri=sqlite_store(tmp_path / "store"),
+        experiment="names",
+        train={**SMOKE_TRAIN, "data": str(docs)},
+    )
+    tracker = get_tracker(cfg.tracking_uri, cfg.experiment)
+    parent = tracker.start_search({}, {"raygrow.search": "s"}, dataset=corpus_input(cfg))
+    grown = SpaceRef("gstack")(
+        optuna.trial.FixedTrial(
+            {
+                "g": 2,
+                "grow_at": 0.25,
+                "operator": "stack",
+                "stack.layer_map": "stack",
+                "opt_policy": "carry",
+            }
+        )
+    )
+    callback = TrackingCallback(cfg.to_dict())
+    for trial_id, config in (
+        ("t_00000", {"schedule": "scratch 4x64 @50% budget"}),
+        ("t_00001", grown),
+    ):
+        trial = types.SimpleNamespace(trial_id=trial_id, config=config)
+        callback.on_trial_start(0, [], trial)
+    runs = tracker.client.search_runs(
+        [tracker.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'"
+    )
+    names = {r.data.tags["raygrow.trial_id"]: r.info.run_name for r in runs}
+    assert names == {
+        "t_00000": "scratch 4x64 @50% budget",
+        "t_00001": "stack x2 @25% [layer_map=stack]",
+    }
+    for run_id in [parent, *(r.info.run_id for r in runs)]:
+        (inp,) = tracker.client.get_run(run_id).inputs.dataset_inputs
+        assert inp.dataset.name == "docs (byte)"
+        assert str(tmp_path / "cache") in inp.dataset.source
+    assert not callback._warned  # no tracking call failed
+
+
 def test_search_config_round_trip(tmp_path) -> None:
     cfg = small_cfg(tmp_path)
     cfg.save()

@@ -90,7 +90,12 @@ class TrackingCallback(Callback):
         arm = plan.arm if plan is not None else "grown"
         self._finished.discard(trial.trial_id)
         self._safe(
-            "trial_run", self.tracker.trial_run, trial.trial_id, trial_params(trial.config), arm
+            "trial_run",
+            self.tracker.trial_run,
+            trial.trial_id,
+            trial_params(trial.config),
+            arm,
+            run_name=plan.description if plan is not None and plan.description else None,
         )
 
     def on_trial_result(

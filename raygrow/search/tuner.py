@@ -294,6 +294,16 @@ def mlflow_ui_command(cfg: SearchConfig) -> str:
     return f"mlflow ui --backend-store-uri {cfg.tracking_uri}"
 
 
+def corpus_input(cfg: SearchConfig) -> Any:
+    """The search's corpus (every arm trains on `cfg.train`'s data) as an MLflow dataset input."""
+    from raygrow.data import manifest_of
+    from raygrow.tracking import corpus_dataset_input
+
+    train = cfg.base_train()
+    manifest, folder = manifest_of(train.data, train.tokenizer)
+    return corpus_dataset_input(manifest, folder, context="training")
+
+
 def run_search(cfg: SearchConfig, *, retry_errored: bool = False) -> SearchOutcome:
     """Fit (or resume) the baselines and the search; write and return the ranked results."""
     from raygrow.search import results
@@ -314,6 +324,7 @@ def run_search(cfg: SearchConfig, *, retry_errored: bool = False) -> SearchOutco
             "raygrow.space": cfg.space,
             "raygrow.target": cfg.target_model.shape,
         },
+        dataset=corpus_input(cfg),
     )
 
     def plan_of(config: dict[str, Any], trial_id: str) -> Any:
