@@ -48,8 +48,6 @@ from typing import Any
 
 from _common import machine as common_machine
 
-import raygrow  # noqa: F401 - first: sets OMP_WAIT_POLICY=PASSIVE before torch loads libgomp
-
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "overhead.md"
 NUM_CPUS = 2
@@ -74,7 +72,6 @@ def tiny_config(out_dir: Path) -> Any:
         warmup_steps=1,
         eval_every_tokens=2 * 8 * 64,
         eval_windows=8,
-        amp=False,
         log_every_steps=0,
         out_dir=str(out_dir),
     )

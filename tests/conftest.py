@@ -16,11 +16,7 @@ from __future__ import annotations
 
 import os
 
-# before any test module imports torch: spinning OpenMP threads crawl when Ray workers share
-# the 2 cores (see raygrow/__init__.py)
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import pytest  # noqa: E402
+import pytest
 
 RAY_NUM_CPUS = 2
 """Logical CPUs of the test cluster (the standard machine has 2 cores)."""

@@ -27,7 +27,6 @@ def tiny_config(out: Path, steps: int = 40, batch_size: int = 8, **kw) -> TrainC
         eval_every_tokens=10 * batch_size * 32,
         eval_windows=16,
         out_dir=str(out),
-        amp=False,
         log_every_steps=0,
     )
     base.update(kw)

@@ -48,7 +48,6 @@ def tiny_config(out_dir: Path, *, steps: int = 240, **changes: Any) -> TrainConf
         eval_every_tokens=20 * STEP_TOKENS,
         checkpoint_every_tokens=60 * STEP_TOKENS,
         eval_windows=16,
-        amp=False,
         seed=0,
         log_every_steps=0,
         out_dir=str(out_dir),

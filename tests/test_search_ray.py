@@ -53,7 +53,7 @@ def search_config(tmp_path: Path, space: str, num_samples: int) -> SearchConfig:
         space=space,
         target=ModelConfig.from_shape("4x64").to_dict(),
         tokens=96 * 8 * 64,
-        train=dict(SMOKE_TRAIN, threads=1, amp=False),
+        train=dict(SMOKE_TRAIN, threads=1),
         num_samples=num_samples,
         experiment="test-search",
         tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
@@ -129,6 +129,33 @@ def test_smoke_search(ray_cluster, tmp_path) -> None:
     by_trial = children.set_index("tags.raygrow.trial_id")["tags.raygrow.status"]
     for _, row in table.iterrows():
         assert by_trial[row["trial_id"]] == row["status"]
+    check_study_and_stop_reasons(tmp_path, "test-search", table, children)
+
+
+def check_study_and_stop_reasons(
+    out: Path, experiment: str, table: pd.DataFrame, children: pd.DataFrame
+) -> None:
+    """The persisted Optuna study holds every sampled trial once, in the state its result
+    says (completed: COMPLETE, stopped by ASHA: PRUNED, failed: FAIL), and every ASHA stop
+    carries its reason in the results table and as an MLflow tag."""
+    from optuna.trial import TrialState
+
+    from raygrow.search.study import TRIAL_ID_ATTR, load_study
+
+    expected = {"completed": TrialState.COMPLETE, "stopped": TrialState.PRUNED}
+    grown = table[table["arm"] == "grown"]
+    trials = load_study(out, experiment).trials
+    states = {t.user_attrs.get(TRIAL_ID_ATTR): t.state for t in trials}
+    assert len(trials) == len(grown) and states == {
+        row["trial_id"]: expected.get(row["status"].split(" ")[0], TrialState.FAIL)
+        for _, row in grown.iterrows()
+    }
+    tags = children.set_index("tags.raygrow.trial_id")
+    for _, row in table.iterrows():
+        stopped = row["status"].startswith("stopped by ASHA")
+        assert (isinstance(row["stop_reason"], str) and "cutoff" in row["stop_reason"]) == stopped
+        if stopped:
+            assert tags.loc[row["trial_id"], "tags.raygrow.stop_reason"] == row["stop_reason"]
 
 
 def _trial_dirs(out: Path) -> list[Path]:

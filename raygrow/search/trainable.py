@@ -1,25 +1,31 @@
-"""The Tune function trainable: one trial = one Ray Train run of one arm.
+"""The Tune function trainable: one trial = one arm, trained where Tune placed the trial.
 
-`trial_driver(config, search=...)` runs inside the Tune trial actor. It turns the trial config
-into a `TrainConfig` + `GrowthSchedule` (`plan_trial`, pure, shared with the results code),
-builds a `TorchTrainer` with `raygrow.train.driver.build_trainer`, adds Tune's
-`TuneReportCallback` (rank 0's eval metrics become Tune results: ASHA, Optuna and the tracking
-callback see them) and calls `fit()`. Nothing may follow `fit()` that matters: ASHA stops a
-trial by killing this actor (ray_stack.md §1.4), so all bookkeeping lives in the driver's
-callbacks and result collection.
+`trial_driver(config, search=...)` runs inside the Tune trial actor and turns the trial config
+into a `TrainConfig` + `GrowthSchedule` (`plan_trial`, pure, shared with the results code).
 
-Names are deterministic so a restored trial resumes: the Train run is `train-<trial_id>` under
-the Train storage path (`<experiment>/train/`, or `<--storage>/train`), the loop writes
-`<experiment>/trials/<trial_id>/` on the node of each rank.
+- **One worker (the default)**: raygrow's loop runs in the trial process itself
+  (`train_in_trial`), as Ray's Tune guide recommends for single-process trials. Every
+  evaluation is a `tune.report` (metrics + the loop's checkpoint, when one was written); a
+  restored trial resumes from `tune.get_checkpoint()`. ASHA's stop is graceful: the blocked
+  `tune.report` ends the training thread, and with `reuse_actors=True` the same process (torch
+  imported, token data and measurement caches warm) takes the next trial. No Train controller,
+  worker group or placement-group cleaner is started.
+- **Several workers**: a nested `TorchTrainer` (`train_with_ray_train`, Train run
+  `train-<trial_id>` under `<experiment>/train/` or `<--storage>/train`), whose rank-0 reports
+  reach Tune through `TuneReportCallback`. ASHA stops such a trial by killing this actor.
 
-Divergence: the loop raises `TrainingDiverged` on a NaN/inf loss. The worker's exception makes
-`fit()` raise; this function re-raises it as `TrialDiverged(reason)` so Tune records the trial as
-ERROR with the reason, and leaves a `DIVERGED` marker so that a Tune retry (FailureConfig, meant
-for crashes) fails at once instead of re-training into the same NaN.
-"""
+Either way nothing may follow training that matters: all bookkeeping lives in the driver's
+callbacks and result collection. The loop writes `<experiment>/trials/<trial_id>/`.
+
+Divergence: the loop raises `TrainingDiverged` on a NaN/inf loss; this function re-raises it as
+`TrialDiverged(reason)` so Tune records the trial as ERROR with the reason, and leaves a
+`DIVERGED` marker so that a Tune retry (FailureConfig, meant for crashes) fails at once instead
+of re-training into the same NaN."""
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +33,7 @@ from typing import Any
 from raygrow.model import ModelConfig
 from raygrow.search.config import SearchConfig
 from raygrow.train.config import TrainConfig
+from raygrow.train.worker import RayReportHooks, checkpoint_file, link_or_copy
 
 DIVERGED_MARKER = "DIVERGED"
 BASELINE_KEY = "schedule"
@@ -131,11 +138,8 @@ def marker_path(cfg: SearchConfig, trial_id: str) -> Path:
 
 # --------------------------------------------------------------------------- the trainable
 def trial_driver(config: dict[str, Any], search: dict[str, Any] | None = None) -> None:
-    """Tune function trainable: build and fit this trial's TorchTrainer (see module doc)."""
+    """Tune function trainable: train this trial's arm (see module doc)."""
     from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    from raygrow.train.driver import build_trainer
 
     assert search is not None, "pass the SearchConfig dict with tune.with_parameters"
     cfg = SearchConfig.from_dict(search)
@@ -145,6 +149,91 @@ def trial_driver(config: dict[str, Any], search: dict[str, Any] | None = None) -
     if marker.exists():
         raise TrialDiverged(f"diverged: {marker.read_text().strip()} (not retried)")
     Path(plan.train.out_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        if cfg.workers == 1:
+            train_in_trial(plan, use_gpu=cfg.use_gpu)
+        else:
+            train_with_ray_train(plan, cfg, trial_id)
+    except Exception as exc:
+        reason = divergence_reason(exc)
+        if reason is None:
+            raise
+        marker.write_text(reason + "\n")
+        raise TrialDiverged(f"diverged: {reason}") from None
+
+
+_TOKENS: dict[tuple[str, str | None], Any] = {}
+"""Token data per (source, tokenizer), kept by a reused trial process for its next trials."""
+
+
+def train_in_trial(plan: TrialPlan, *, use_gpu: bool) -> None:
+    """One worker: raygrow's loop in this trial process, reporting through `tune.report`.
+
+    A restored trial continues from `tune.get_checkpoint()` (the loop's checkpoint file that
+    an earlier report attached). ASHA's stop arrives as the blocked `tune.report` raising
+    SystemExit in this thread; the process then takes the next trial (reuse_actors).
+    """
+    import torch
+    from ray import tune
+
+    from raygrow.data import load_tokens
+    from raygrow.train.loop import Trainer
+
+    config = plan.train.replace(device="cuda" if use_gpu else "cpu")
+    key = (config.data, config.tokenizer)
+    if key not in _TOKENS:
+        _TOKENS.clear()  # one corpus at a time: a search uses one
+        _TOKENS[key] = load_tokens(config.data, config.tokenizer)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    checkpoint = tune.get_checkpoint()
+    with contextlib.ExitStack() as stack:
+        resume, resumed_from_step = None, None
+        if checkpoint is not None:
+            folder = stack.enter_context(checkpoint.as_directory())
+            resume = checkpoint_file(folder)
+            if resume is None:
+                raise FileNotFoundError(f"Tune checkpoint {checkpoint.path} has no ckpt-*.pt")
+            resumed_from_step = int(resume.stem.split("-")[1])
+        trainer = Trainer(
+            config,
+            plan.schedule,
+            resume=resume,
+            hooks=TuneReportHooks(resumed_from_step),
+            data=_TOKENS[key],
+            verbose=False,
+        )
+    trainer.run()
+
+
+class TuneReportHooks(RayReportHooks):
+    """`LoopHooks` that hand every evaluation to Tune (`tune.report`), with the loop's
+    checkpoint attached when one was written (Tune copies it into the trial's storage)."""
+
+    def __init__(self, resumed_from_step: int | None) -> None:  # no Ray Train context here
+        self.resumed_from_step = resumed_from_step
+        self.first_eval_time: float | None = None
+
+    def on_eval(self, metrics: dict[str, Any], checkpoint: Path | None) -> None:
+        from ray import tune
+
+        report = self.report_dict(metrics)
+        if checkpoint is None:
+            tune.report(report)
+            return
+        report["checkpoint_path"] = str(checkpoint.parent)
+        with tempfile.TemporaryDirectory(prefix="raygrow-ckpt-") as staging:
+            link_or_copy(checkpoint, Path(staging) / checkpoint.name)
+            tune.report(report, checkpoint=tune.Checkpoint.from_directory(staging))
+
+
+def train_with_ray_train(plan: TrialPlan, cfg: SearchConfig, trial_id: str) -> None:
+    """Several workers: a nested TorchTrainer (Train run `train-<trial_id>`), whose rank 0
+    reports reach Tune through `TuneReportCallback`."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from raygrow.train.driver import build_trainer
+
     trainer = build_trainer(
         plan.train,
         plan.schedule,
@@ -156,11 +245,4 @@ def trial_driver(config: dict[str, Any], search: dict[str, Any] | None = None) -
         callbacks=[TuneReportCallback()],
         verbose=False,
     )
-    try:
-        trainer.fit()
-    except Exception as exc:
-        reason = divergence_reason(exc)
-        if reason is None:
-            raise
-        marker.write_text(reason + "\n")
-        raise TrialDiverged(f"diverged: {reason}") from None
+    trainer.fit()

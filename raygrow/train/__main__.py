@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from raygrow.errors import EXIT_RUN_FAILURE, ConfigError, cli_entry
 from raygrow.model import ModelConfig
 from raygrow.train.config import TrainConfig, load_config_file
@@ -37,6 +39,7 @@ FLAG_FIELDS = {
     "out": "out_dir",
     "device": "device",
     "threads": "threads",
+    "precision": "precision",
 }
 
 
@@ -67,7 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (metrics.jsonl, checkpoints/)")
     p.add_argument("--device", help="auto | cpu | cuda")
     p.add_argument("--threads", type=int)
-    p.add_argument("--no-amp", action="store_true", help="fp32 instead of bf16 autocast")
+    p.add_argument(
+        "--precision",
+        help="auto (default: bf16 autocast only where measured faster on this device), fp32, bf16",
+    )
+    p.add_argument("--no-amp", action="store_true", help="alias of --precision fp32")
     p.add_argument("--workers", type=int, default=0, help="Ray Train workers (0 = this process)")
     p.add_argument("--use-gpu", action="store_true", help="Ray Train workers use one GPU each")
     p.add_argument("--resume", help="checkpoint file or checkpoints folder to continue from")
@@ -97,7 +104,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         if value is not None:
             values[name] = value
     if args.no_amp:
-        values["amp"] = False
+        if args.precision not in (None, "fp32"):
+            raise ConfigError(f"--no-amp contradicts --precision {args.precision}; drop one")
+        values["precision"] = "fp32"
     seq_len = values.get("seq_len", 256)
     model = values.get("model")
     if isinstance(model, dict):
@@ -125,8 +134,15 @@ def main(argv: list[str] | None = None) -> int:
         schedule.validate(budget_tokens=config.tokens, seq_len=config.seq_len)
     if args.workers < 0:
         raise ConfigError(f"--workers={args.workers} must be >= 0")
+    from raygrow.train.dist import resolve_device
+    from raygrow.train.precision import check_precision, describe, resolve_precision
+
+    device = resolve_device("cuda" if args.use_gpu else config.device)
+    check_precision(config.precision, device)  # bad input exits 2 before Ray or compute
     if args.workers > 0 or args.use_gpu:
         from raygrow.train.driver import run_distributed
+
+        print(f"raygrow.train: precision {config.precision} (resolved on each worker)", flush=True)
 
         result = run_distributed(
             config,
@@ -140,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from raygrow.train.loop import TrainingDiverged, train
 
+    if config.threads:
+        torch.set_num_threads(config.threads)  # the measurement's key includes the threads
+    resolved = resolve_precision(config.precision, device)
+    print(f"raygrow.train: precision {describe(config.precision, resolved, device)}", flush=True)
     try:
         result = train(config, schedule, resume=args.resume)
     except TrainingDiverged as exc:

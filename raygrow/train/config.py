@@ -12,6 +12,8 @@ from typing import Any
 from raygrow.errors import ConfigError
 from raygrow.model import ModelConfig
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
 # Fields that change the training trajectory: a checkpoint may only be resumed under a config
 # that agrees on all of them (the others — output, logging, device — may differ).
 TRAJECTORY_FIELDS = (
@@ -29,7 +31,7 @@ TRAJECTORY_FIELDS = (
     "beta1",
     "beta2",
     "grad_clip",
-    "amp",
+    "precision",
     "seed",
 )
 
@@ -59,8 +61,9 @@ class TrainConfig:
     beta2: float = 0.95
     grad_clip: float = 1.0
     """Max global grad norm; 0 disables clipping."""
-    amp: bool = True
-    """bf16 autocast (about 2x faster on this CPU); parameters and AdamW state stay fp32."""
+    precision: str = "auto"
+    """`auto` (bf16 autocast only where measured faster on this device, else fp32), `fp32` or
+    `bf16`; parameters and AdamW state stay fp32. See `raygrow.train.precision`."""
     eval_every_tokens: int = 200 * 16 * 256
     eval_windows: int = 128
     checkpoint_every_tokens: int = 0
@@ -102,6 +105,10 @@ class TrainConfig:
             )
         if self.checkpoint_every_tokens < 0 or self.warmup_steps < 0:
             raise ConfigError("checkpoint_every_tokens and warmup_steps must be >= 0")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"precision={self.precision!r} is unknown; use one of {', '.join(PRECISIONS)}"
+            )
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device={self.device!r} must be auto, cpu or cuda[:N]")
 
@@ -128,6 +135,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         data = dict(data)
+        if "amp" in data and "precision" not in data:  # configs/checkpoints before `precision`
+            data["precision"] = "bf16" if data.pop("amp") else "fp32"
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -144,9 +153,18 @@ class TrainConfig:
             raise ConfigError(f"bad train config: {exc}") from None
 
     def trajectory_mismatch(self, other: dict[str, Any]) -> list[str]:
-        """Names of trajectory fields where `other` (a saved to_dict()) differs from self."""
+        """Names of trajectory fields where `other` (a saved to_dict()) differs from self.
+
+        `precision="auto"` matches any saved precision: it is resolved on the node that trains,
+        and the loop compares the resolved value (a checkpoint always stores fp32 or bf16)."""
         mine = self.to_dict()
-        return [k for k in TRAJECTORY_FIELDS if k in other and other[k] != mine[k]]
+        if "amp" in other and "precision" not in other:
+            other = {**other, "precision": "bf16" if other["amp"] else "fp32"}
+        return [
+            k
+            for k in TRAJECTORY_FIELDS
+            if k in other and other[k] != mine[k] and not (k == "precision" and mine[k] == "auto")
+        ]
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

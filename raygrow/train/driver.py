@@ -40,6 +40,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from raygrow._omp import wait_policy_env
 from raygrow.errors import CheckpointError, ConfigError
 from raygrow.train.config import TRAJECTORY_FIELDS, TrainConfig
 from raygrow.train.worker import checkpoint_file, train_fn_per_worker
@@ -50,6 +51,8 @@ if TYPE_CHECKING:
     from raygrow.schedule import GrowthSchedule
 
 DEFAULT_MAX_FAILURES = 2
+CONTROLLER_FAILURE_LIMIT = 2
+"""Train controller failures (worker-group start-up timeouts, 60 s each) before a run fails."""
 API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"
 
 FAST_START_ENV = {
@@ -77,39 +80,54 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_ray(**init_kwargs: Any) -> None:
-    """`ray.init` for raygrow: join `RAY_ADDRESS`/`address=` if given, else a private instance.
+LOCAL_ONLY_INIT_ARGS = ("num_cpus", "num_gpus", "resources", "include_dashboard", "dashboard_port")
+"""`ray.init` arguments that only make sense for a new local instance (dropped when joining)."""
+
+
+def start_ray(*, env_vars: dict[str, str] | None = None, **init_kwargs: Any) -> bool:
+    """`ray.init` for every raygrow command: join `address=`/`RAY_ADDRESS`, else start a new
+    local instance (never someone's `ray start` cluster on this machine). True if started.
 
     A new local instance gets a fixed dashboard port, exported as `RAY_API_SERVER_ADDRESS`
     before the start so that every Ray process inherits it: the State API (which Train's
     placement-group cleaner polls from its own actor) then queries this instance, even when
-    other Ray instances run on the machine (auto-detection would fail, or find another's).
-    The dashboard stays on: without the State API a stopped run leaks its placement group.
+    other Ray instances run on the machine (auto-detection raises "Found multiple active Ray
+    instances", the cleaner's thread dies and stopped trials' worker groups stay reserved).
+    `env_vars` reach every process of this job (trial actors, Train workers) at their start,
+    through the job's runtime env; the fast-start Train settings are always among them.
     """
     import ray
 
-    if init_kwargs.get("address", os.environ.get("RAY_ADDRESS")) not in (None, "", "local"):
-        ray.init(**init_kwargs)
-        return
+    apply_fast_start_env()
+    env = {k: os.environ[k] for k in FAST_START_ENV} | dict(env_vars or {})
+    runtime_env = dict(init_kwargs.pop("runtime_env", None) or {})
+    runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **env}
+    init_kwargs["runtime_env"] = runtime_env
+    address = init_kwargs.pop("address", None) or os.environ.get("RAY_ADDRESS")
+    if address not in (None, "", "local"):
+        for key in LOCAL_ONLY_INIT_ARGS:
+            init_kwargs.pop(key, None)
+        ray.init(address=address, **init_kwargs)
+        return False
     init_kwargs.setdefault("include_dashboard", True)
     port = init_kwargs.setdefault("dashboard_port", _free_port())
     os.environ[API_SERVER_ENV] = f"http://127.0.0.1:{port}"
-    init_kwargs["address"] = "local"
-    ray.init(**init_kwargs)
+    ray.init(address="local", **init_kwargs)
+    return True
 
 
 @contextlib.contextmanager
-def ray_session(**init_kwargs: Any) -> Iterator[None]:
-    """Ray connected for the block: the current connection, else `start_ray` + shutdown."""
+def ray_session(**init_kwargs: Any) -> Iterator[bool]:
+    """Ray connected for the block: the current connection (yields False), else `start_ray`
+    (yields whether it started a new instance) and `ray.shutdown()` at the end."""
     import ray
 
     if ray.is_initialized():
-        yield
+        yield False
         return
     saved = os.environ.get(API_SERVER_ENV)
-    start_ray(**init_kwargs)
     try:
-        yield
+        yield start_ray(**init_kwargs)
     finally:
         ray.shutdown()
         if saved is None:
@@ -256,12 +274,14 @@ def build_trainer(
         storage_path = str(out_dir / "ray")
     elif "://" not in storage_path:
         storage_path = str(Path(storage_path).resolve())
-    omp_wait_policy = os.environ.get("OMP_WAIT_POLICY", "PASSIVE")  # see raygrow/__init__.py
+    threads = max(1, int(cpus_per_worker))
+    # workers of one run may share a node: each has `threads` OpenMP threads (see raygrow._omp)
+    worker_env = wait_policy_env(threads, num_workers)
     spec = {
         "config": config.replace(out_dir=str(out_dir)).to_dict(),
         "schedule": schedule.to_dict() if schedule is not None else None,
         "use_gpu": use_gpu,
-        "threads": max(1, int(cpus_per_worker)),
+        "threads": threads,
         "resume": str(check_resume(config, schedule, resume)) if resume else None,
         "data": shared_data_ref(config) if share_data else None,
         "verbose": verbose,
@@ -276,11 +296,16 @@ def build_trainer(
         run_config=ray.train.RunConfig(
             name=name or run_name(config, schedule),
             storage_path=storage_path,
-            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            failure_config=ray.train.FailureConfig(
+                max_failures=max_failures,
+                # a worker group that cannot start (e.g. CPUs still held by a stopped run) fails
+                # the run after a few start-up timeouts instead of retrying forever (default -1)
+                controller_failure_limit=CONTROLLER_FAILURE_LIMIT,
+            ),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.keep_checkpoints),
             callbacks=list(callbacks),
-            # workers import torch before raygrow (which sets it): pass it at process start
-            worker_runtime_env={"env_vars": {"OMP_WAIT_POLICY": omp_wait_policy}},
+            # read by libgomp when torch loads: it must be in the environment at process start
+            worker_runtime_env={"env_vars": worker_env},
         ),
     )
 

@@ -24,13 +24,14 @@ from torch import nn
 
 from raygrow.data import BatchSampler, TokenData, load_tokens, val_windows
 from raygrow.errors import CheckpointError, ConfigError
-from raygrow.flops import flops_per_token, measure_peak_flops
+from raygrow.flops import flops_per_token
 from raygrow.growth import GrowthState, apply_directives, frozen_fqns, grow
 from raygrow.model import ModelConfig, Transformer, build_model
 from raygrow.train.config import TrainConfig
 from raygrow.train.dist import DistContext, resolve_device
 from raygrow.train.lr import LRSchedule, LRState, apply_lr_policy
 from raygrow.train.optim import AdamWConfig, build_optimizer, optimizer_state_by_fqn
+from raygrow.train.precision import autocast_dtype, cached_peak_flops, resolve_precision
 from raygrow.train.state import (
     TrainState,
     checkpoint_name,
@@ -90,16 +91,19 @@ class Trainer:
         data: TokenData | None = None,
         verbose: bool = True,
     ) -> None:
+        self.device = resolve_device(config.device)
+        if config.threads:
+            torch.set_num_threads(config.threads)  # before measuring: the cache key has threads
+        self.requested_precision = config.precision
+        # resolved once, here: checkpoints and metrics record what actually ran (fp32 or bf16)
+        config = config.replace(precision=resolve_precision(config.precision, self.device))
         self.config = config
         self.schedule = schedule
-        self.device = resolve_device(config.device)
         self.dist = dist or DistContext(device=self.device)
         self.hooks = hooks or NullHooks()
         self.verbose = verbose and self.dist.is_main
         self.out_dir = Path(config.out_dir)
         self.ckpt_dir = self.out_dir / "checkpoints"
-        if config.threads:
-            torch.set_num_threads(config.threads)
         per_rank, rem = divmod(config.batch_size, self.dist.world_size)
         if rem:
             raise ConfigError(
@@ -179,9 +183,10 @@ class Trainer:
         self._apply_directives()
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if not self.config.amp:
+        dtype = autocast_dtype(self.config.precision)
+        if dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return torch.autocast(self.device.type, dtype=dtype)
 
     # ----------------------------------------------------------------------------- growth
     def _apply_directives(self) -> None:
@@ -353,7 +358,7 @@ class Trainer:
         metrics_file = self.out_dir / "metrics.jsonl"
         if self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-        peak = measure_peak_flops(torch.bfloat16 if cfg.amp else torch.float32, self.device.type)
+        peak = cached_peak_flops(cfg.precision, self.device)
         window_loss, window_steps, window_time, window_tokens = 0.0, 0, 0.0, 0
         if st.step == 0 and not st.val_curve:
             history.append(self._eval_record(None, 0.0, 0, peak))
@@ -411,6 +416,7 @@ class Trainer:
             "n_layers": self.model_config.n_layers,
             "d_model": self.model_config.d_model,
             "growth_events": len(st.growth_history),
+            "precision": self.config.precision,
         }
 
     def _emit(self, rec: dict[str, Any], metrics_file: Path, ckpt: Path | None) -> None:

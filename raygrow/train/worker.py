@@ -49,7 +49,7 @@ def _local_storage_dir() -> Path | None:
     return None
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
+def link_or_copy(src: Path, dst: Path) -> None:
     """Place `src` at `dst` (atomically replacing it): a hard link, or a copy across devices."""
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
@@ -68,9 +68,8 @@ class RayReportHooks:
         self.storage_dir = _local_storage_dir()
         self.first_eval_time: float | None = None
 
-    def on_eval(self, metrics: dict[str, Any], checkpoint: Path | None) -> None:
-        from ray.train import Checkpoint, CheckpointUploadMode
-
+    def report_dict(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """The loop's evaluation record plus Tune's step axis and wall-clock fields."""
         now = time.time()
         if self.first_eval_time is None:
             self.first_eval_time = now
@@ -79,6 +78,12 @@ class RayReportHooks:
         report["resumed_from_step"] = self.resumed_from_step
         report["wall_time"] = now
         report["elapsed_s"] = now - self.first_eval_time  # since this attempt's first eval
+        return report
+
+    def on_eval(self, metrics: dict[str, Any], checkpoint: Path | None) -> None:
+        from ray.train import Checkpoint, CheckpointUploadMode
+
+        report = self.report_dict(metrics)
         if checkpoint is None:
             ray.train.report(report)
             return
@@ -86,7 +91,7 @@ class RayReportHooks:
         if self.storage_dir is not None:
             folder = self.storage_dir / name
             folder.mkdir(parents=True, exist_ok=True)
-            _link_or_copy(checkpoint, folder / checkpoint.name)
+            link_or_copy(checkpoint, folder / checkpoint.name)
             ray.train.report(
                 report,
                 checkpoint=Checkpoint.from_directory(str(folder)),
@@ -94,7 +99,7 @@ class RayReportHooks:
             )
             return
         staging = Path(tempfile.mkdtemp(prefix="raygrow-ckpt-"))
-        _link_or_copy(checkpoint, staging / checkpoint.name)
+        link_or_copy(checkpoint, staging / checkpoint.name)
         ray.train.report(
             report,
             checkpoint=Checkpoint.from_directory(str(staging)),
@@ -105,40 +110,6 @@ class RayReportHooks:
 
     def on_growth(self, report: dict[str, Any]) -> None:
         pass  # growth shows up in the next evaluation's n_params/n_layers/growth_events
-
-
-def warm_peak_flops_cache(device: torch.device, dtype: torch.dtype) -> None:
-    """Reuse this node's peak-FLOP/s measurement across runs (the loop's MFU denominator).
-
-    `raygrow.flops.measure_peak_flops` times 22 large matmuls, cached per process: 1-2.5 s of
-    every Train worker's start-up here, since each run starts new worker processes. The value is
-    kept in a small JSON file per (host, device, dtype, threads, torch) and put into that
-    per-process cache before the loop asks for it.
-    """
-    import json
-    import socket
-
-    from raygrow import flops
-    from raygrow.data import default_cache_dir
-
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    key = "|".join(
-        [socket.gethostname(), name, str(dtype), str(torch.get_num_threads()), torch.__version__]
-    )
-    path = default_cache_dir().parent / "peak_flops.json"
-    try:
-        cache = json.loads(path.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    if key in cache:
-        flops._PEAK_CACHE[(device.type, str(dtype))] = float(cache[key])
-        return
-    cache[key] = flops.measure_peak_flops(dtype, device.type)
-    with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache, indent=1))
-        os.replace(tmp, path)
 
 
 def checkpoint_file(folder: str | Path) -> Path | None:
@@ -164,7 +135,6 @@ def train_fn_per_worker(spec: dict[str, Any]) -> None:
     torch.set_num_threads(config.threads or spec["threads"])
     config = config.replace(device=str(device), threads=None)
     data = ray.get(spec["data"]) if spec["data"] is not None else None
-    warm_peak_flops_cache(device, torch.bfloat16 if config.amp else torch.float32)
     dist = DistContext.from_torch(device)
 
     ray_ckpt = ray.train.get_checkpoint()
