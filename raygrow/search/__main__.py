@@ -30,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
 }
 RESUME_IGNORES = (
     "space",
+    "precision",
     "target",
     "budget_flops",
     "tokens",
@@ -73,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-concurrent", type=int, default=1, help="trials at a time (default 1)")
     p.add_argument("--workers", type=int, default=1, help="Ray Train workers per trial")
     p.add_argument("--use-gpu", action="store_true", help="one GPU per Train worker")
+    p.add_argument(
+        "--precision",
+        help="auto (default: bf16 autocast only where measured faster on the trial's device), "
+        "fp32 or bf16",
+    )
     p.add_argument("--experiment", help="MLflow experiment name (default <space>-<target>)")
     p.add_argument(
         "--tracking-uri",
@@ -169,6 +175,9 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
     target, train_file = parse_target(args.target or base["target"])
     train = dict(SMOKE_TRAIN if args.smoke_test else DEFAULT_TRAIN)
     train.update(train_file)
+    if args.precision is not None:
+        train["precision"] = args.precision
+    _check_precision(train.get("precision", "auto"), args.use_gpu)
     seq_len = int(train.get("seq_len", 256))
     if target.max_seq_len < seq_len:
         target = target.replace(max_seq_len=seq_len)
@@ -249,6 +258,28 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
     return cfg, check
 
 
+def _print_precision(cfg: Any) -> None:
+    """What `auto` resolves to on this node (it also fills the node cache the trials read)."""
+    if cfg.use_gpu or cfg.address or os.environ.get("RAY_ADDRESS"):
+        where = "resolved by each trial on its node"
+    else:
+        from raygrow.train.precision import describe, resolve_precision
+
+        requested = cfg.train.get("precision", "auto")
+        where = describe(requested, resolve_precision(requested, "cpu"), "cpu")
+    print(f"raygrow.search: precision {where}", flush=True)
+
+
+def _check_precision(precision: str, use_gpu: bool) -> None:
+    """Unknown precision, or bf16 on a GPU without it: exit 2 before Ray starts."""
+    import torch
+
+    from raygrow.train.precision import check_precision
+
+    device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+    check_precision(precision, device)
+
+
 def _storage(value: str | None) -> str | None:
     """A storage URI (scheme checked) or an absolute folder; None stays None."""
     if value is None:
@@ -298,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         cfg.save()
 
+    _print_precision(cfg)
     from raygrow.search.tuner import run_search
 
     outcome = run_search(cfg, retry_errored=args.retry_errored)

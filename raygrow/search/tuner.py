@@ -38,6 +38,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from raygrow._omp import wait_policy_env
+from raygrow.errors import ConfigError
 from raygrow.search.config import SearchConfig
 
 METRIC = "val_loss"
@@ -186,7 +188,7 @@ def search_wiring(cfg: SearchConfig) -> Wiring:
             scheduler=scheduler,
             num_samples=cfg.num_samples,
             max_concurrent_trials=cfg.max_concurrent,
-            reuse_actors=False,
+            reuse_actors=cfg.workers == 1,  # a finished trial's process takes the next
         ),
         run_config=_run_config(cfg, SEARCH, cfg.num_samples),
         searcher=searcher,
@@ -210,58 +212,65 @@ def baseline_wiring(cfg: SearchConfig) -> Wiring:
             scheduler=scheduler,
             num_samples=1,
             max_concurrent_trials=cfg.max_concurrent,
-            reuse_actors=False,
+            reuse_actors=cfg.workers == 1,  # a finished trial's process takes the next
         ),
         run_config=_run_config(cfg, BASELINES, len(arms)),
         scheduler=scheduler,
     )
 
 
+def trial_resources(cfg: SearchConfig, cluster: dict[str, float]) -> dict[str, float]:
+    """What one trial's actor reserves. One worker: training runs in the trial itself, so
+    the trial takes the CPUs its torch threads use (and a GPU when used). Several workers: the
+    trial only drives a nested TorchTrainer, on the `train_driver` resource, and the workers
+    take the CPUs/GPUs."""
+    if cfg.workers == 1:
+        resources = {"CPU": float(cfg.train.get("threads") or 1)}
+        if cfg.use_gpu:
+            resources["GPU"] = 1.0
+        return resources
+    if DRIVER_RESOURCE not in cluster:
+        raise ConfigError(
+            f"--workers {cfg.workers}: the Ray cluster has no {DRIVER_RESOURCE!r} resource for "
+            "the trials' Train drivers; start its head with "
+            f"--resources='{{\"{DRIVER_RESOURCE}\": 16}}' (cluster.yaml does) or use --workers 1"
+        )
+    return {DRIVER_RESOURCE: 1}
+
+
 def make_trainable(cfg: SearchConfig) -> Any:
-    """`trial_driver` with the search settings attached and a driver resource (needs Ray)."""
+    """`trial_driver` with the search settings attached and its resources (needs Ray)."""
     import ray
     from ray import tune
 
     from raygrow.search.trainable import trial_driver
 
-    if DRIVER_RESOURCE in ray.cluster_resources():
-        resources: dict[str, float] = {DRIVER_RESOURCE: 1}
-    else:  # a cluster without the custom resource: a sliver of a CPU
-        resources = {"CPU": 0.01}
+    resources = trial_resources(cfg, ray.cluster_resources())
     return tune.with_resources(tune.with_parameters(trial_driver, search=cfg.to_dict()), resources)
 
 
 # --------------------------------------------------------------------------- Ray
+def trial_env(cfg: SearchConfig) -> dict[str, str]:
+    """Environment of the search's Ray processes: the OpenMP wait policy for `threads` per
+    process x the processes that train at once (trials x workers) on a node (raygrow._omp)."""
+    threads = int(cfg.train.get("threads") or 1)
+    return wait_policy_env(threads, cfg.max_concurrent * cfg.workers)
+
+
 @contextmanager
-def ray_session(cfg: SearchConfig) -> Iterator[bool]:
-    """Join the current Ray connection, RAY_ADDRESS / --address, or start a local cluster
-    (dashboard on: Train's placement-group cleaner needs it). Shut down only what we started."""
-    import ray
+def search_ray(cfg: SearchConfig) -> Iterator[bool]:
+    """`raygrow.train.driver.ray_session` with the search's settings: a new local instance has
+    the machine's CPUs and the `train_driver` resource that nested Train trials' drivers use."""
+    from raygrow.train.driver import ray_session
 
-    from raygrow.train.driver import apply_fast_start_env
-
-    apply_fast_start_env()  # before ray.init: Ray's worker processes inherit the environment
-    # Idle OpenMP threads sleep instead of spinning: on a shared or busy machine spinning
-    # threads of a 2-thread run made steps ~20x slower; passive waiting costs little when idle.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    if ray.is_initialized():
-        yield False
-        return
-    address = cfg.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=False)
-    else:  # "local": a new instance, never someone's `ray start` cluster on this machine
-        ray.init(
-            address="local",
-            num_cpus=os.cpu_count() or 1,
-            resources={DRIVER_RESOURCE: 1000},
-            include_dashboard=True,
-            log_to_driver=False,
-        )
-    try:
-        yield True
-    finally:
-        ray.shutdown()
+    with ray_session(
+        address=cfg.address,
+        num_cpus=os.cpu_count() or 1,
+        resources={DRIVER_RESOURCE: 1000},
+        log_to_driver=False,
+        env_vars=trial_env(cfg),
+    ) as started:
+        yield started
 
 
 def _fit(wiring: Wiring, trainable: Any, path: str, retry_errored: bool) -> Any:
@@ -332,7 +341,7 @@ def run_search(cfg: SearchConfig, *, retry_errored: bool = False) -> SearchOutco
 
     infos: list[Any] = []
     complete = True
-    with ray_session(cfg):
+    with search_ray(cfg):
         trainable = make_trainable(cfg)
         grid = _fit(
             baseline_wiring(cfg), trainable, f"{cfg.tune_storage}/{BASELINES}", retry_errored
