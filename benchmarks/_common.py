@@ -81,8 +81,20 @@ def header(title: str, *, started: float, quick: bool, config_lines: Sequence[st
         f"- commit: {git_commit()}; torch {torch.__version__}, python {platform.python_version()}",
         f"- command: `{command}` ({elapsed / 60:.1f} min)" + (" — QUICK MODE" if quick else ""),
     ]
+    lines.append(f"- precision: {precision_line()}")
     lines += [f"- {c}" for c in config_lines]
     return [*lines, ""]
+
+
+def precision_line() -> str:
+    """What `--precision auto` runs on this machine, measured (raygrow.train.precision)."""
+    import torch
+
+    from raygrow.train.precision import describe, resolve_precision
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    omp = os.environ.get("OMP_WAIT_POLICY") or "libgomp default"
+    return f"auto = {describe('auto', resolve_precision('auto', device), device)}; OMP {omp}"
 
 
 def write_report(out: Path, name: str, lines: Sequence[str]) -> Path:

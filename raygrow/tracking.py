@@ -462,6 +462,11 @@ class SearchTracker:
             self._log_params(run_id, flatten(params or {}))
             return run_id
 
+    def log_trial_params(self, trial_id: str, params: dict[str, Any]) -> None:
+        """Params a trial learns only while running (e.g. its resolved `precision`)."""
+        with self._lock:
+            self._log_params(self._run_of(trial_id), params)
+
     def log_metrics(self, trial_id: str, metrics: dict, step: int) -> None:
         """Numeric contract metrics (+ extras such as mfu) at step = tokens seen."""
         with self._lock:

@@ -18,6 +18,9 @@ import os
 
 import pytest
 
+# tests pick their MLflow stores themselves; a store set in the shell must not receive them
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+
 RAY_NUM_CPUS = 2
 """Logical CPUs of the test cluster (the standard machine has 2 cores)."""
 

@@ -50,6 +50,7 @@ class TrackingCallback(Callback):
         self._warned: set[str] = set()
         self._last_step: dict[str, int] = {}
         self._finished: set[str] = set()
+        self._params_logged: set[str] = set()
 
     def __getstate__(self) -> dict[str, Any]:
         return {"search": self.search}
@@ -108,6 +109,10 @@ class TrackingCallback(Callback):
             return  # a resumed trial re-reporting what is logged already
         self._last_step[trial.trial_id] = step
         self._safe("log_metrics", self.tracker.log_metrics, trial.trial_id, result, step)
+        if "precision" in result and trial.trial_id not in self._params_logged:
+            self._params_logged.add(trial.trial_id)  # what `auto` resolved to where it ran
+            params = {"precision": result["precision"]}
+            self._safe("log_params", self.tracker.log_trial_params, trial.trial_id, params)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._finish(trial, error=None)

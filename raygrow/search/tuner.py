@@ -163,11 +163,15 @@ def _run_config(cfg: SearchConfig, name: str, total: int) -> Any:
     from ray import tune
 
     from raygrow.search.callbacks import TrackingCallback
+    from raygrow.search.watch import PlacementGroupWatch
 
+    callbacks: list[Any] = [TrackingCallback(cfg.to_dict())]
+    if cfg.workers > 1:  # only nested Train runs have worker groups that can outlive a trial
+        callbacks.append(PlacementGroupWatch(DRIVER_RESOURCE))
     return tune.RunConfig(
         name=name,
         storage_path=cfg.tune_storage,
-        callbacks=[TrackingCallback(cfg.to_dict())],
+        callbacks=callbacks,
         failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
         progress_reporter=_reporter(cfg, total),
         verbose=1,
