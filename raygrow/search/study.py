@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -165,4 +166,6 @@ class GrowthOptunaSearch(OptunaSearch):
         step = result.get(STEP_KEY, result.get("training_iteration"))
         if not _finite(step):
             return
-        ot_trial.report(value, int(step))
+        with warnings.catch_warnings():  # a resumed trial re-reports steps: Optuna keeps the first
+            warnings.simplefilter("ignore", UserWarning)
+            ot_trial.report(value, int(step))
