@@ -324,6 +324,7 @@ def test_bad_input_exits_2_before_ray(tmp_path, monkeypatch, capsys) -> None:
         ["--smoke-test", "--tracking-uri", "file:///tmp/mlruns"],
         ["--smoke-test", "--storage", "ftp://host/x"],
         ["--smoke-test", "--sampler", "bayes"],
+        ["--smoke-test", "--precision", "fp16"],
         ["--smoke-test", "--sampler", "grid"],  # the default space has a continuous range
         [
             "--space",

@@ -53,6 +53,8 @@ def test_trajectory_mismatch_ignores_output_fields() -> None:
         (["--seq-len", "300", "--model", "2x64", "--tokens", "1"], "tokens"),
         (["--resume", "/no/such/ckpt.pt"], "does not exist"),
         (["--config", "/no/such/config.toml"], "config"),
+        (["--precision", "fp16"], "precision"),
+        (["--precision", "bf16", "--no-amp"], "--no-amp"),
     ],
 )
 def test_cli_bad_input_exits_2_with_one_line(args: list[str], needle: str) -> None:

@@ -26,7 +26,7 @@ DEFAULTS: dict[str, Any] = {
     "space": "default",
     "target": "4x64",
     "tokens": 901_120,  # 880 steps of 8 x 128 tokens
-    "num_samples": 6,
+    "num_samples": 24,  # keep equal to SearchConfig.num_samples
 }
 RESUME_IGNORES = (
     "space",

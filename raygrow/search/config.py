@@ -56,7 +56,7 @@ class SearchConfig:
     """Token budget of every full-budget arm (the target from scratch defines the FLOP budget)."""
     train: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_TRAIN))
     """TrainConfig fields shared by all arms (model, tokens, out_dir, threads are set per arm)."""
-    num_samples: int = 6
+    num_samples: int = 24
     """Optuna-sampled schedules (the baseline arms come on top)."""
     max_concurrent: int = 1
     workers: int = 1
