@@ -139,6 +139,8 @@ def test_study_states_and_resume(tmp_path) -> None:
     s = searcher(tmp_path, state)
     pristine = cloudpickle.dumps(s)
     configs = {tid: s.suggest(tid) for tid in ("good", "stopped", "nan", "crashed")}
+    early = tmp_path / "early.pkl"
+    s.save(str(early))  # a searcher checkpoint from before the trials were told
     for tid in configs:
         sched.on_trial_add(None, trial(tid))
     for tid, loss in (("good", 1.0), ("stopped", 2.0), ("nan", 1.5), ("crashed", 1.2)):
@@ -180,6 +182,16 @@ def test_study_states_and_resume(tmp_path) -> None:
     assert len(trials) == 6
     assert [t.user_attrs[TRIAL_ID_ATTR] for t in trials] == [*configs, "next", "new"]
     assert [t.state for t in trials][4:] == [TrialState.COMPLETE, TrialState.RUNNING]
+
+    # killed after telling, before Tune's checkpoint: Tune runs the told trials again
+    stale = cloudpickle.loads(pristine)
+    stale.restore(str(early))
+    stale.on_trial_result("good", {"flops": 50, "val_loss": 0.8})
+    stale.on_trial_complete("good", {"flops": 100, "val_loss": 0.6})
+    stale.on_trial_complete("stopped", {"flops": 25, "val_loss": 2.0})
+    again = {t.user_attrs[TRIAL_ID_ATTR]: t for t in load_study(tmp_path, "exp").trials}
+    assert again["good"].value == 0.7 and again["good"].intermediate_values == {25: 1.0}
+    assert again["stopped"].state == TrialState.PRUNED
 
     restored.start_fresh()  # a new Tune run in this folder: an empty study of the same name
     assert load_study(tmp_path, "exp").trials == []

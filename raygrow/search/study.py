@@ -19,7 +19,9 @@ and creates the study with `load_if_exists=True`) with raygrow's conventions:
   Tune's periodic experiment checkpoint. A driver killed between an `ask` and the next
   checkpoint leaves a RUNNING trial that no Tune trial owns; the next `suggest` takes that trial
   (and its stored parameters) instead of asking a new one. Each trial carries its Tune trial id
-  as the user attribute `ray_trial_id`, which is how ownership is decided.
+  as the user attribute `ray_trial_id`, which is how ownership is decided. A trial told
+  (COMPLETE/PRUNED/FAIL) before such a kill, which Tune then runs again from its checkpoint,
+  keeps what the study was told: its repeated reports and end are ignored.
 """
 
 from __future__ import annotations
@@ -133,9 +135,14 @@ class GrowthOptunaSearch(OptunaSearch):
             return super().on_trial_result(trial_id, result)
         value = result.get(self.metric)
         ot_trial = self._adopt(trial_id)
-        if ot_trial is None or not _finite(value):
+        if ot_trial is None or not _finite(value) or trial_id in self._completed_trials:
             return None
-        self._report(ot_trial, float(value), result)
+        try:
+            self._report(ot_trial, float(value), result)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # told before a kill that came ahead of Tune's experiment checkpoint: Tune runs
+            # the trial again from its checkpoint, the study keeps what it was told
+            self._completed_trials.add(trial_id)
         return None
 
     def on_trial_complete(
