@@ -18,6 +18,8 @@ import os
 
 import pytest
 
+import raygrow  # noqa: F401 - first, before any test module imports torch: OpenMP's wait policy
+
 # tests pick their MLflow stores themselves; a store set in the shell must not receive them
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 

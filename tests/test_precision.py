@@ -113,11 +113,11 @@ def test_a_run_records_the_resolved_precision(tmp_path, node_cache) -> None:
 
 
 def test_wait_policy_from_threads_times_processes(monkeypatch) -> None:
-    monkeypatch.delenv(_omp.ENV, raising=False)
-    assert _omp.wait_policy(threads=2, concurrent=1, cores=2) is None  # libgomp's default
-    assert _omp.wait_policy(threads=1, concurrent=2, cores=2) is None
-    assert _omp.wait_policy(threads=2, concurrent=2, cores=2) == "PASSIVE"
-    assert _omp.wait_policy_env(threads=1, concurrent=3, cores=2) == {_omp.ENV: "PASSIVE"}
+    monkeypatch.setattr(_omp, "USER_VALUE", None)
+    assert _omp.wait_policy(threads=2, concurrent=1, cores=4) is None  # a core left free
+    assert _omp.wait_policy(threads=1, concurrent=3, cores=2) is None  # no team, nothing waits
+    assert _omp.wait_policy(threads=2, concurrent=1, cores=2) == "PASSIVE"  # team fills cores
+    assert _omp.wait_policy_env(threads=2, concurrent=2, cores=2) == {_omp.ENV: "PASSIVE"}
     assert _omp.wait_policy_env(threads=1, concurrent=1, cores=2) == {}
-    monkeypatch.setenv(_omp.ENV, "ACTIVE")  # the user's explicit choice wins
+    monkeypatch.setattr(_omp, "USER_VALUE", "ACTIVE")  # the user's explicit choice wins
     assert _omp.wait_policy(threads=2, concurrent=4, cores=2) == "ACTIVE"

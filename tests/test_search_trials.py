@@ -32,7 +32,9 @@ def config(tmp_path: Path, **kw) -> SearchConfig:
 
 
 def test_trials_reserve_what_they_use(tmp_path, monkeypatch) -> None:
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    from raygrow import _omp
+
+    monkeypatch.setattr(_omp, "USER_VALUE", None)
     one = config(tmp_path)
     assert trial_resources(one, {"CPU": 2.0}) == {"CPU": 2.0}  # trains in the trial itself
     gpu = config(tmp_path, use_gpu=True, train=dict(SMOKE_TRAIN, threads=1))
@@ -41,10 +43,11 @@ def test_trials_reserve_what_they_use(tmp_path, monkeypatch) -> None:
     assert trial_resources(nested, {"CPU": 2.0, DRIVER_RESOURCE: 16.0}) == {DRIVER_RESOURCE: 1}
     with pytest.raises(ConfigError, match=f"no '{DRIVER_RESOURCE}' resource.*--workers 1"):
         trial_resources(nested, {"CPU": 2.0})  # no CPU sliver for a driver any more
-    # 2 threads x 1 trial on 2 cores: libgomp's default; 2 x 2 trials: passive waiting
-    if (os.cpu_count() or 1) >= 2:
-        assert trial_env(one) == {}
-    assert trial_env(config(tmp_path, max_concurrent=2)).get("OMP_WAIT_POLICY") == "PASSIVE"
+    # teams that fill the cores wait passively; single-thread trials have no team
+    cores = os.cpu_count() or 1
+    filled = config(tmp_path, train=dict(SMOKE_TRAIN, threads=cores))
+    assert trial_env(filled).get("OMP_WAIT_POLICY") == ("PASSIVE" if cores > 1 else None)
+    assert trial_env(config(tmp_path, train=dict(SMOKE_TRAIN, threads=1))) == {}
 
 
 def test_watch_names_a_trial_whose_worker_group_outlives_it() -> None:
