@@ -21,10 +21,11 @@ Each `fit()` is split, from the reports' wall-clock times, into start -> first e
 actors, process group, imports, data, model), the training itself, and last report -> `fit()`
 returned (controller poll, shutdown).
 
-Throughput: the same config (4x128, seq 128, batch 16, bf16 autocast, 2 threads, evaluation
-every 1/8 and a checkpoint every 1/4 of the run) trained, in rounds, by the bare single-process
-loop, by a 1-worker Ray Train run with 2 CPUs (optimised env) and by the same with Ray's
-default env; the order rotates each round, since the shared machine's load drifts. Tokens/s
+Throughput: the same config (4x128, seq 128, batch 16, precision `auto` as resolved on this
+machine, 2 threads, evaluation every 1/8 and a checkpoint every 1/4 of the run) trained, in
+rounds, by the bare single-process loop, by a 1-worker Ray Train run with 2 CPUs (optimised env)
+and by the same with Ray's default env; the order rotates each round, since the shared
+machine's load drifts. Tokens/s
 are measured from the first to the last evaluation (training, evaluations, reports and
 checkpoints included), so the ratio charges Ray's per-report cost too; the loop's own
 step-only tokens/s is shown beside it.
@@ -298,7 +299,8 @@ def write_report(data: dict[str, Any]) -> None:
         "",
         "## Throughput: 1-worker Ray Train run vs the bare loop (same process, alternated)",
         "",
-        f"4x128 model, seq 128, batch 16, bf16 autocast, 2 threads, {t['steps']} steps per run, "
+        f"4x128 model, seq 128, batch 16, precision {data['precision']} (`auto`), 2 threads, "
+        f"{t['steps']} steps per run, "
         f"{t['rounds']} rounds of all arms (order rotated each round). Tokens/s from the first "
         "to the last evaluation (evaluations, reports and checkpoints included); in brackets "
         "the loop's step-only tokens/s (median over its evaluation windows).",
@@ -356,6 +358,7 @@ def main() -> None:
     import torch
 
     from raygrow.train.driver import FAST_START_ENV, ray_session
+    from raygrow.train.precision import resolve_precision
 
     t0 = time.time()
     with ray_session(num_cpus=NUM_CPUS, log_to_driver=False, logging_level="WARNING"):
@@ -390,6 +393,7 @@ def main() -> None:
             "commit": commit(),
             "torch": torch.__version__,
             "ray": ray.__version__,
+            "precision": resolve_precision("auto"),
             "command": "python benchmarks/overhead.py" + (" --quick" if args.quick else ""),
             "wall_s": time.time() - t_begin,
             "n_default": n_default,

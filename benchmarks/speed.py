@@ -1,24 +1,28 @@
-"""Speed (issue 9, item 6): Ray Train vs a bare loop, per-trial fixed overhead, CPU MFU.
+"""Speed (issues 9 and 13): Ray Train vs a bare loop, precision and OpenMP wait policy, the
+default search's fixed share and schedules per search before vs after, CPU MFU.
 
-    python benchmarks/speed.py --quick    # < 3 min idle: every part, tiny sizes, smoke search
-    python benchmarks/speed.py            # the committed numbers (~30 min on 2 cores)
+    python benchmarks/speed.py --quick    # < 4 min idle: every part, tiny sizes, 32-step searches
+    python benchmarks/speed.py            # the committed numbers (~3 default searches + 15 min)
 
-a. **Ray Train path vs a bare torch loop** (target >= 0.90): `throughput.bare_loop_steps` (a
-   plain AdamW + bf16-autocast loop, not raygrow's Trainer) against a 1-worker Ray Train run
-   (`overhead.run_ray`: optimised env, reused cluster, 2 CPUs; the same 4x128 model, seq 128,
-   batch 16, evaluations every 1/8 and checkpoints every 1/4 of the run), in alternating
-   rounds. Ray tokens/s are taken from the first to the last report, so per-step loop work,
-   reports and checkpoints count, the run's fixed start-up does not (that is part b).
-b. **Per-trial fixed overhead in the default search** (target <= 10 % of trial time): runs
-   `python -m raygrow.search` (embedded default; `--smoke-test --num-samples 1` with --quick) as
-   a subprocess into a temporary folder, then reads Tune's experiment state (trial start times)
-   and every trial's reports (`result.json`: the loop's `train_s` / `eval_s` per evaluation
-   window, `wall_time`). Per trial: wall = its start to the next trial's start (trials run one
-   at a time), fixed overhead = wall - training steps - evaluations.
+a. **Throughput of one training process** (4x128 model, seq 128, batch 16, AdamW, 2 threads):
+   1. Ray Train path vs a bare torch loop (target >= 0.90), both in the precision `auto`
+      resolves to here: `throughput.bare_loop_steps` against a 1-worker Ray Train run
+      (`overhead.run_ray`: optimised env, reused cluster, 2 CPUs; evaluations every 1/8 and
+      checkpoints every 1/4 of the run), alternating rounds. Ray tokens/s run from the first to
+      the last report (per-step loop work, reports and checkpoints count; start-up is part b).
+   2. fp32 vs bf16 autocast, the same bare loop and batch, alternating rounds (bf16 runs are
+      kept short: emulated bf16 on an AVX2-only CPU runs ~10x slower); bf16/fp32 per round.
+   3. OpenMP wait policy: the fp32 bare loop in fresh processes with `OMP_WAIT_POLICY` unset
+      (libgomp's default), `ACTIVE` and `PASSIVE` (read once at process start), rotating order;
+      against the rule of `raygrow._omp` (PASSIVE only when threads x processes > cores).
+b. **The default search** (`_speed_search.py`): per-trial fixed share (target <= 10 %) of
+   `python -m raygrow.search` (one-worker trials train in the Tune trial process), and sampled
+   schedules evaluated within its wall time T, after vs before (commit 337a747, a git
+   worktree; default = bf16, and fp32) time-boxed to T (target >= 3x).
 c. **MFU** (target >= 0.5 at d=256): raygrow's `Trainer.step_once` tokens/s x
-   `flops_per_token` / bf16 matmul peak (`measure_peak_flops`, uncached, same 2 threads),
-   peak and model measured alternately in every round; one profiled step shows where the
-   time goes.
+   `flops_per_token` / the matmul peak of the resolved precision (`measure_peak_flops`,
+   uncached, same 2 threads), peak and model measured alternately in every round; one profiled
+   step shows where the time goes.
 
 Writes `<out>/speed.md` and `<out>/speed.png`.
 """
@@ -27,9 +31,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -38,24 +42,33 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, header, out_dir, write_report
+from _common import header, out_dir, pyplot, save_figure, write_report
+from _speed_search import med_range, search_lines, search_part
 
 THREADS = 2
-
-
-def med_range(values: list[float], fmt: str = "{:.3f}") -> str:
-    """`median [min, max] (n=k)`."""
-    if not values:
-        return "-"
-    lo, mid, hi = min(values), statistics.median(values), max(values)
-    return f"{fmt.format(mid)} [{fmt.format(lo)}, {fmt.format(hi)}] (n={len(values)})"
+OMP_ARMS = ("unset", "ACTIVE", "PASSIVE")
 
 
 def load() -> float:
     return os.getloadavg()[0]
 
 
-# --------------------------------------------------------------------------- a. Ray vs bare
+# --------------------------------------------------------------------------- a. throughput
+def bare_inputs(tmp: Path) -> tuple[Any, Any, Any, Any]:
+    """(TrainConfig, model config, x, y) of part a's bare loop: overhead.throughput_config's
+    model and one batch of its data; torch set to THREADS threads."""
+    import torch
+    from overhead import throughput_config
+
+    from raygrow.data import BatchSampler, load_tokens
+
+    torch.set_num_threads(THREADS)
+    cfg = throughput_config(tmp / "probe", 64)  # its model, data and batch shape
+    data = load_tokens(cfg.data, cfg.tokenizer)
+    x, y = BatchSampler(data.train, cfg.seq_len, cfg.seed).global_batch(0, cfg.batch_size)
+    return cfg, cfg.model.replace(vocab_size=data.vocab_size), x, y
+
+
 def ray_run_split(out: Path) -> dict[str, float]:
     """Time split of a finished run's evaluation windows (after the first report)."""
     recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -67,28 +80,21 @@ def ray_run_split(out: Path) -> dict[str, float]:
     }
 
 
-def ray_vs_bare(steps: int, rounds: int, tmp: Path) -> dict[str, Any]:
-    import torch
-    from overhead import NUM_CPUS, run_ray, throughput_config
-    from throughput import bare_loop_steps
+def ray_vs_bare(steps: int, rounds: int, tmp: Path, precision: str) -> dict[str, Any]:
+    from overhead import NUM_CPUS, run_ray
+    from throughput import bare_loop_steps, bare_tokens_per_s
 
-    from raygrow.data import BatchSampler, load_tokens
     from raygrow.train.driver import ray_session
 
-    cfg = throughput_config(tmp / "probe", steps)
-    data = load_tokens(cfg.data, cfg.tokenizer)
-    model = cfg.model.replace(vocab_size=data.vocab_size)
-    x, y = BatchSampler(data.train, cfg.seq_len, cfg.seed).global_batch(0, cfg.batch_size)
-    torch.set_num_threads(NUM_CPUS)
-    step_tokens = cfg.batch_size * cfg.seq_len
-    bare_loop_steps(model, x, y, 3)  # warm-up (allocator, oneDNN kernels)
+    cfg, model, x, y = bare_inputs(tmp)
+    bare_loop_steps(model, x, y, 3, precision)  # warm-up (allocator, oneDNN kernels)
     rows: list[dict[str, float]] = []
     with ray_session(num_cpus=NUM_CPUS, log_to_driver=False, logging_level="WARNING"):
         for i in range(rounds):
             row: dict[str, float] = {}
             for arm in ("bare", "ray") if i % 2 == 0 else ("ray", "bare"):
                 if arm == "bare":
-                    row["bare"] = steps * step_tokens / bare_loop_steps(model, x, y, steps)
+                    row["bare"] = bare_tokens_per_s(model, x, y, steps, precision)
                     row["load_bare"] = load()
                     continue
                 run_dir = tmp / f"ray{i}"
@@ -104,25 +110,35 @@ def ray_vs_bare(steps: int, rounds: int, tmp: Path) -> dict[str, Any]:
                     load_ray=load(),
                 )
                 shutil.rmtree(run_dir, ignore_errors=True)
-            print("a.", {k: round(v, 3) for k, v in row.items()}, flush=True)
+            print("a1.", {k: round(v, 3) for k, v in row.items()}, flush=True)
             rows.append(row)
     ratios = {
         key: [r[key] / r["bare"] for r in rows] for key in ("ray_no_eval", "ray_e2e", "ray_steps")
     }
-    return {"rows": rows, "ratios": ratios, "steps": steps, "rounds": rounds, "cfg": cfg}
+    return {
+        "rows": rows,
+        "ratios": ratios,
+        "steps": steps,
+        "rounds": rounds,
+        "cfg": cfg,
+        "precision": precision,
+        "omp": os.environ.get("OMP_WAIT_POLICY") or "libgomp default",
+    }
 
 
 def ray_vs_bare_lines(a: dict[str, Any]) -> list[str]:
     cfg, rows, ratios = a["cfg"], a["rows"], a["ratios"]
     lines = [
-        "## a. Ray Train 1-worker path vs a bare torch loop",
+        "## a1. Ray Train 1-worker path vs a bare torch loop",
         "",
-        f"{cfg.model.shape} model, seq {cfg.seq_len}, batch {cfg.batch_size}, bf16 autocast, "
-        f"AdamW, clip 1.0, {THREADS} threads; {a['steps']} steps per run, {a['rounds']} rounds, "
-        "order alternating. Bare loop: `throughput.bare_loop_steps` (plain torch, no "
-        "evaluation). Ray: `overhead.run_ray`, a fresh 1-worker `TorchTrainer.fit()` per round "
-        "on a reused cluster (2 CPUs per worker), evaluating every 1/8 and checkpointing every "
-        "1/4 of the run; its tokens/s run from the first to the last report.",
+        f"{cfg.model.shape} model, seq {cfg.seq_len}, batch {cfg.batch_size}, precision "
+        f"{a['precision']} (`auto` on this machine, both arms), AdamW, clip 1.0, {THREADS} "
+        f"threads; {a['steps']} steps per run, {a['rounds']} rounds, order alternating. Bare "
+        "loop: `throughput.bare_loop_steps` (plain torch, no evaluation). Ray: "
+        "`overhead.run_ray`, a fresh 1-worker `TorchTrainer.fit()` per round on a reused "
+        "cluster (2 CPUs per worker), evaluating every 1/8 and checkpointing every 1/4 of the "
+        "run; its tokens/s run from the first to the last report. OpenMP wait policy of the "
+        f"bare loop (this process): {a['omp']}; of the Ray worker: raygrow's rule.",
         "",
         "| round | bare tok/s | Ray tok/s excl. eval | Ray tok/s incl. eval | Ray step-only tok/s "
         "| eval share | reports+ckpts+loop share | load (bare / Ray) |",
@@ -149,240 +165,154 @@ def ray_vs_bare_lines(a: dict[str, Any]) -> list[str]:
     return lines
 
 
-# --------------------------------------------------------------------------- b. search overhead
-def run_search(quick: bool, folder: Path, log: Path) -> dict[str, Any]:
-    """The search CLI as a subprocess; stdout lines time-stamped on arrival."""
-    cmd = [sys.executable, "-m", "raygrow.search", "--out", str(folder)]
-    if quick:
-        cmd += ["--smoke-test", "--num-samples", "1"]
-    t0 = time.time()
-    stamps: dict[str, float] = {}
-    with log.open("w") as fh:
-        proc = subprocess.Popen(
-            cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            fh.write(line)
-            if line.startswith("raygrow.search: experiment folder"):
-                stamps.setdefault("run_search", time.time())
-        rc = proc.wait()
-    t_end = time.time()
-    if rc != 0:
-        raise RuntimeError(f"search exited {rc}; log {log}:\n{log.read_text()[-3000:]}")
-    return {"cmd": cmd[1:], "t0": t0, "t_end": t_end, "stamps": stamps}
+def precision_rounds(steps: dict[str, int], rounds: int, tmp: Path) -> dict[str, Any]:
+    """fp32 vs bf16-autocast tokens/s of the bare loop, alternating rounds; `steps` per
+    precision (bf16 runs short where it is emulated)."""
+    from throughput import bare_loop_steps, bare_tokens_per_s
 
-
-def tune_trials(run_dir: Path, run: str, train_dir: Path) -> tuple[float, list[dict[str, Any]]]:
-    """(Tune run start, its trials) from the newest experiment state + each result.json."""
-    state = json.loads(sorted(run_dir.glob("experiment_state-*.json"))[-1].read_text())
-    trials = []
-    for trial_json, meta_json in state["trial_data"]:
-        trial, meta = json.loads(trial_json), json.loads(meta_json)
-        result = run_dir / trial["relative_logdir"] / "result.json"
-        reports = [json.loads(x) for x in result.read_text().splitlines() if x.strip()]
-        # created by the trial's TorchTrainer.fit() when it sets up its storage
-        marker = train_dir / f"train-{trial['trial_id']}" / ".validate_storage_marker"
-        trials.append(
-            {
-                "run": run,
-                "trial_id": trial["trial_id"],
-                "label": str(
-                    trial["config"].get("schedule") or trial["config"].get("growth") or ""
-                ),
-                "status": trial["status"],
-                "start": meta["start_time"],
-                "reports": reports,
-                "fit_start": marker.stat().st_mtime if marker.exists() else math.nan,
-            }
-        )
-    return float(state["stats"]["start_time"]), sorted(trials, key=lambda t: t["start"])
-
-
-def trial_split(t: dict[str, Any], end: float) -> dict[str, Any]:
-    reps = t["reports"]
-    train = sum(r.get("train_s", 0.0) for r in reps)
-    evals = sum(r.get("eval_s", 0.0) for r in reps)
-    first_eval_start = reps[0]["wall_time"] - reps[0]["eval_s"]
-    wall = end - t["start"]
-    fixed = wall - train - evals
-    return {
-        **{k: t[k] for k in ("run", "trial_id", "label", "status")},
-        "n_reports": len(reps),
-        "tokens": reps[-1]["tokens"],
-        "wall": wall,
-        "time_total_s": reps[-1]["time_total_s"],
-        "train": train,
-        "eval": evals,
-        "fixed": fixed,
-        "share": fixed / wall,
-        "startup": first_eval_start - t["start"],
-        "to_fit": t["fit_start"] - t["start"],
-        "fit_to_eval": first_eval_start - t["fit_start"],
-        "in_run": reps[-1]["wall_time"] - first_eval_start - train - evals,
-        "tail": end - reps[-1]["wall_time"],
-    }
-
-
-def search_overhead(quick: bool, tmp: Path) -> dict[str, Any]:
-    folder = tmp / "search"
-    log = tmp / "search.log"
-    return analyse_search(folder, run_search(quick, folder, log), log)
-
-
-def analyse_search(folder: Path, proc: dict[str, Any], log: Path) -> dict[str, Any]:
-    runs = {}
-    for run in ("baselines", "search"):
-        if (folder / "ray" / run).exists():
-            runs[run] = tune_trials(folder / "ray" / run, run, folder / "train")
-    rows: list[dict[str, Any]] = []
-    last_ends: list[tuple[str, dict[str, Any]]] = []
-    for run, (_, trials) in runs.items():
-        for cur, nxt in zip(trials, trials[1:], strict=False):
-            rows.append(trial_split(cur, nxt["start"]))
-        last_ends.append((run, trials[-1]))
-    # the last trial of each Tune run has no successor: its tail after the last report is
-    # taken as the median tail of the others (marked "est." in the table)
-    tail = statistics.median(r["tail"] for r in rows) if rows else 0.0
-    run_starts = [start for start, _ in runs.values()][1:] + [proc["t_end"]]
-    for (_run, t), cap in zip(last_ends, run_starts, strict=True):
-        # capped by the next Tune run's start / the process exit
-        row = trial_split(t, min(t["reports"][-1]["wall_time"] + tail, cap))
-        row["estimated_end"] = True
+    _, model, x, y = bare_inputs(tmp)
+    for precision in steps:
+        bare_loop_steps(model, x, y, 1, precision)  # warm-up: each precision's kernels
+    rows = []
+    for i in range(rounds):
+        row: dict[str, float] = {}
+        for precision in ("fp32", "bf16") if i % 2 == 0 else ("bf16", "fp32"):
+            row[precision] = bare_tokens_per_s(model, x, y, steps[precision], precision)
+        row["ratio"], row["load"] = row["bf16"] / row["fp32"], load()
+        print("a2.", {k: round(v, 3) for k, v in row.items()}, flush=True)
         rows.append(row)
-    budget = json.loads((folder / "search.json").read_text())["tokens"]
-    for r in rows:  # ASHA stops a sampled trial by killing it: Tune still says TERMINATED
-        if r["run"] == "search" and r["tokens"] < 0.99 * budget:
-            r["status"] = f"stopped at {r['tokens'] / budget:.0%}"
-    order = {t["trial_id"]: t["start"] for _, ts in runs.values() for t in ts}
-    rows.sort(key=lambda r: order[r["trial_id"]])
-    total = proc["t_end"] - proc["t0"]
-    starts = {run: start for run, (start, _) in runs.items()}
-    first = {run: ts[0]["start"] for run, (_, ts) in runs.items()}
-    ends = dict(last_ends)
-    driver = {
-        "process start -> `run_search` (imports, space dry-run, config)": proc["stamps"].get(
-            "run_search", proc["t0"]
-        )
-        - proc["t0"],
-        "`run_search` -> baselines Tune run starts (MLflow parent run, `ray.init`, Tuner)": (
-            starts["baselines"] - proc["stamps"].get("run_search", proc["t0"])
-        ),
-    }
-    end_of = {}
-    for run, t in ends.items():
-        row = next(r for r in rows if r["trial_id"] == t["trial_id"])
-        end_of[run] = t["start"] + row["wall"]
-    for run in runs:
-        driver[f"{run}: Tune run start -> first trial start"] = first[run] - starts[run]
-    if "search" in runs:
-        driver["baselines' last trial end (est.) -> search Tune run start"] = (
-            starts["search"] - end_of["baselines"]
-        )
-    driver["last trial end (est.) -> process exit (tables, MLflow, Ray shutdown)"] = (
-        proc["t_end"] - end_of[list(runs)[-1]]
-    )
-    return {"rows": rows, "total": total, "driver": driver, "cmd": proc["cmd"], "log": str(log)}
+    return {"rows": rows, "steps": steps}
 
 
-def search_lines(b: dict[str, Any]) -> list[str]:
-    rows, total, driver = b["rows"], b["total"], b["driver"]
+def precision_lines(p: dict[str, Any], resolved: str) -> list[str]:
+    rows, steps = p["rows"], p["steps"]
+    ratios = [r["ratio"] for r in rows]
+    faster = statistics.median(ratios) > 1
+    agrees = (resolved == "bf16") == faster
     lines = [
-        "## b. Per-trial fixed overhead in the default search",
+        "## a2. fp32 vs bf16 autocast on this CPU",
         "",
-        f"`python {' '.join(b['cmd'])}` ({total / 60:.1f} min). Per trial: wall = Tune trial "
-        "start -> next trial's start; train / eval = sums of the loop's `train_s` (steps, "
-        "growth included) and `eval_s` over all reports; fixed = wall - train - eval, split "
-        "into start-up (trial start -> first evaluation), in-run (reports, checkpoints, "
-        "per-window loop work) and tail (last report -> next trial starts: Train and Tune "
-        "teardown, next actor). Start-up is split at the moment the trial's `fit()` creates its "
-        "Train storage: before it, the Tune trial actor (new process, imports, `build_trainer`, "
-        "data into the object store); after it, the Train controller and worker processes, "
-        "process group, model and the first evaluation's start.",
+        f"The bare loop of a1 (same model, batch and {THREADS} threads), a fresh model per run, "
+        f"{steps['fp32']} fp32 steps and {steps['bf16']} bf16 steps per run, order alternating.",
         "",
-        "| Tune run | trial | arm | status | reports | wall s | train s | eval s | fixed s "
-        "| fixed share | start-up s (actor + Train) | in-run s | tail s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| round | fp32 tok/s | bf16 tok/s | bf16 / fp32 | load |",
+        "|---|---|---|---|---|",
     ]
-    for r in rows:
-        est = " (est.)" if r.get("estimated_end") else ""
-        lines.append(
-            f"| {r['run']} | {r['trial_id']} | {r['label'][:40]} | {r['status']} | "
-            f"{r['n_reports']} | {r['wall']:.1f}{est} | {r['train']:.1f} | {r['eval']:.1f} | "
-            f"{r['fixed']:.1f} | {r['share']:.1%} | {r['startup']:.1f} ({r['to_fit']:.1f} + "
-            f"{r['fit_to_eval']:.1f}) | {r['in_run']:.1f} | "
-            f"{r['tail']:.1f}{est} |"
-        )
-    shares = [r["share"] for r in rows]
-    trial_wall = sum(r["wall"] for r in rows)
-    trial_fixed = sum(r["fixed"] for r in rows)
-    driver_total = sum(driver.values())
-    all_fixed = trial_fixed + driver_total
-    ok = statistics.median(shares) <= 0.10
-
-    def part_sum(run: str) -> str:
-        sel = [r for r in rows if r["run"] == run]
-        if not sel:
-            return "none"
-        w, f = sum(r["wall"] for r in sel), sum(r["fixed"] for r in sel)
-        return f"{len(sel)} trials, {w:.0f} s wall, {f:.0f} s fixed ({f / w:.1%})"
-
-    comp = {k: sum(r[k] for r in rows) for k in ("startup", "in_run", "tail")}
-    top = max(comp, key=comp.__getitem__)
-    fixed_med = statistics.median(r["fixed"] for r in rows)
-    work_med = statistics.median(r["train"] + r["eval"] for r in rows)
+    lines += [
+        f"| {i + 1} | {r['fp32']:,.0f} | {r['bf16']:,.0f} | {r['ratio']:.3f} | {r['load']:.1f} |"
+        for i, r in enumerate(rows)
+    ]
     lines += [
         "",
-        f"- **per-trial fixed share: median {med_range(shares, '{:.1%}')}** - target <= 10 % "
-        f"{'met' if ok else 'MISSED'}",
-        f"- all trials: {trial_fixed:.0f} s fixed of {trial_wall:.0f} s trial wall "
-        f"({trial_fixed / trial_wall:.1%}); baselines: {part_sum('baselines')}; sampled: "
-        f"{part_sum('search')}",
-        f"- whole search: {all_fixed:.0f} s of {total:.0f} s ({all_fixed / total:.1%}) is "
-        f"fixed cost (trials' fixed {trial_fixed:.0f} s + the driver's own {driver_total:.0f} s)",
-        f"- trials' fixed time by part: start-up {comp['startup']:.0f} s (actor "
-        f"{sum(r['to_fit'] for r in rows):.0f} s + Train {sum(r['fit_to_eval'] for r in rows):.0f}"
-        f" s), in-run {comp['in_run']:.0f} s, tail {comp['tail']:.0f} s (largest: {top})",
-        f"- median trial: {fixed_med:.1f} s fixed, {work_med:.1f} s of training + evaluation; "
-        f"a <= 10 % share needs >= {9 * fixed_med:.0f} s of work per trial at this fixed cost "
-        f"({9 * fixed_med / work_med:.1f}x the median trial's)",
+        f"- **bf16 / fp32 tokens/s: {med_range(ratios)}**: bf16 autocast is "
+        f"{'faster' if faster else 'slower'} here; `auto` resolved to {resolved} - "
+        + ("consistent" if agrees else "INCONSISTENT with this measurement"),
         "",
     ]
-    if not ok:
-        med = {k: statistics.median(r[k] for r in rows) for k in ("to_fit", "fit_to_eval", "tail")}
-        lines += [
-            f"Target missed. Per median trial the fixed cost is {med['to_fit']:.1f} s to start "
-            f"the Tune trial actor and reach `fit()` + {med['fit_to_eval']:.1f} s for Ray Train "
-            f"to start its controller and worker processes and the loop to reach its first "
-            f"evaluation + {med['tail']:.1f} s from the last report to the next trial's start "
-            "(Train and Tune teardown); reports and checkpoints during the run are negligible. "
-            "Every trial starts three new Ray actors, each in its own worker process (Tune "
-            "trial actor, Train controller, Train worker; the worker imports torch and builds "
-            "the model and data views). What would fix it: "
-            "(1) a larger budget per trial - the cost is fixed, so its share falls as 1/work "
-            "(see the line above for the work needed); (2) `--max-concurrent 2` (1 thread per "
-            "trial) so that one trial's start-up overlaps another's training; (3) for 1-worker "
-            "trials, run the loop inside the Tune trial actor without a `TorchTrainer`, which "
-            "removes the controller and worker start-up and most of the tail - a change to the "
-            "search's structure, not made here.",
-            "",
-        ]
+    return lines
+
+
+def omp_child(steps: int) -> None:
+    """One measurement in this fresh process (its OMP_WAIT_POLICY as started): fp32 bare loop
+    tokens/s, printed as JSON."""
+    # torch first: libgomp reads OMP_WAIT_POLICY as torch loads it, before `import raygrow`
+    # sets raygrow's process default
+    import torch  # noqa: F401
+    from throughput import bare_loop_steps, bare_tokens_per_s
+
+    with tempfile.TemporaryDirectory(prefix="raygrow-omp-") as tmp:
+        _, model, x, y = bare_inputs(Path(tmp))
+        bare_loop_steps(model, x, y, 3, "fp32")  # warm-up
+        tps = bare_tokens_per_s(model, x, y, steps, "fp32")
+    print("RESULT " + json.dumps({"tokens_per_s": tps}), flush=True)
+
+
+def omp_run(policy: str, steps: int) -> float:
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if policy != "unset":
+        env["OMP_WAIT_POLICY"] = policy
+    proc = subprocess.run(
+        [sys.executable, __file__, "--omp-child", str(steps)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+    return json.loads(line.removeprefix("RESULT "))["tokens_per_s"]
+
+
+def omp_rounds(steps: int, rounds: int) -> dict[str, Any]:
+    """OMP_WAIT_POLICY unset / ACTIVE / PASSIVE, each a fresh process, order rotating."""
+    from raygrow._omp import wait_policy
+
+    rows = []
+    for i in range(rounds):
+        row: dict[str, float] = {}
+        for policy in OMP_ARMS[i % 3 :] + OMP_ARMS[: i % 3]:
+            row[policy] = omp_run(policy, steps)
+        row["load"] = load()
+        print("a3.", {k: round(v) for k, v in row.items()}, flush=True)
+        rows.append(row)
+    cores = os.cpu_count() or 1
+    rule = wait_policy(THREADS, 1, cores) or "unset"
+    text = " ".join((wait_policy.__doc__ or "").split())
+    return {"rows": rows, "steps": steps, "cores": cores, "rule": rule, "rule_text": text}
+
+
+def omp_lines(o: dict[str, Any]) -> list[str]:
+    rows, rule, cores = o["rows"], o["rule"], o["cores"]
+    vs_unset = {p: [r[p] / r["unset"] for r in rows] for p in OMP_ARMS[1:]}
+    med = {p: statistics.median(r[p] for r in rows) for p in OMP_ARMS}
+    best = max(med, key=med.__getitem__)
+    rule_share = statistics.median(r[rule] / max(r[p] for p in OMP_ARMS) for r in rows)
+    supported = rule_share >= 0.95
+    lines = [
+        "## a3. OpenMP wait policy",
+        "",
+        f"The fp32 bare loop of a1, {o['steps']} steps after 3 warm-up steps, {THREADS} threads, "
+        "each run a fresh process started with `OMP_WAIT_POLICY` unset (libgomp's default: "
+        "spin briefly, then sleep), `ACTIVE` or `PASSIVE`; order rotating per round. One "
+        f"training process on {cores} cores: not oversubscribed.",
+        "",
+        "| round | unset tok/s | ACTIVE tok/s | PASSIVE tok/s | ACTIVE / unset | PASSIVE / unset "
+        "| load |",
+        "|---|---|---|---|---|---|---|",
+    ]
     lines += [
-        "Driver's own fixed costs (outside any trial):",
-        "",
-        "| phase | s |",
-        "|---|---|",
+        f"| {i + 1} | {r['unset']:,.0f} | {r['ACTIVE']:,.0f} | {r['PASSIVE']:,.0f} | "
+        f"{r['ACTIVE'] / r['unset']:.3f} | {r['PASSIVE'] / r['unset']:.3f} | {r['load']:.1f} |"
+        for i, r in enumerate(rows)
     ]
-    lines += [f"| {k} | {v:.1f} |" for k, v in driver.items()]
-    return [*lines, ""]
+    lines += [
+        "",
+        f"- ACTIVE / unset: {med_range(vs_unset['ACTIVE'])}; **PASSIVE / unset: "
+        f"{med_range(vs_unset['PASSIVE'])}**; fastest by median: {best}",
+        f"- the project's rule (`raygrow._omp.wait_policy`: {o['rule_text']}) chooses "
+        f"**{rule}** for {THREADS} threads x 1 process on "
+        f"{cores} cores; it reaches {rule_share:.1%} of the round's fastest policy (median) - "
+        + (
+            "the measurement supports it (within 5 %)"
+            if supported
+            else "the measurement does NOT support it (more than 5 % slower)"
+        ),
+        "- one training process at a time here: what other load does to each policy shows "
+        "only in the load column (the rule's case for PASSIVE is a machine whose cores are "
+        "filled)",
+        "",
+    ]
+    return lines
 
 
 # --------------------------------------------------------------------------- c. MFU
-def fresh_peak() -> float:
+def fresh_peak(precision: str) -> float:
+    """The matmul peak of the resolved `precision` (MFU's roofline), measured again: the load
+    changes from round to round. Never a bf16 peak on a machine that trains in fp32."""
     from raygrow import flops
+    from raygrow.train.precision import compute_dtype
 
-    flops._PEAK_CACHE.clear()  # measure again: the load changes from round to round
-    return flops.measure_peak_flops()
+    flops._PEAK_CACHE.clear()
+    return flops.measure_peak_flops(compute_dtype(precision), "cpu")
 
 
 def mfu(shapes: list[str], steps: int, rounds: int, tmp: Path) -> dict[str, Any]:
@@ -393,11 +323,12 @@ def mfu(shapes: list[str], steps: int, rounds: int, tmp: Path) -> dict[str, Any]
     trainers = {s: make_trainer(s, tmp / "mfu", steps * rounds + 2) for s in shapes}
     for tr in trainers.values():
         raygrow_steps(tr, 1)  # warm-up
+    precision = next(iter(trainers.values())).config.precision  # what `auto` resolved to
     step_tokens = 16 * 256
     runs: dict[str, list[dict[str, float]]] = {s: [] for s in shapes}
     for i in range(rounds):
         for s in shapes if i % 2 == 0 else shapes[::-1]:
-            peak = fresh_peak()
+            peak = fresh_peak(precision)
             tps = steps * step_tokens / raygrow_steps(trainers[s], steps)
             fpt = trainers[s].flops_per_token
             runs[s].append({"peak": peak, "tps": tps, "mfu": tps * fpt / peak, "load": load()})
@@ -407,6 +338,7 @@ def mfu(shapes: list[str], steps: int, rounds: int, tmp: Path) -> dict[str, Any]
         "fpt": {s: tr.flops_per_token for s, tr in trainers.items()},
         "steps": steps,
         "rounds": rounds,
+        "precision": precision,
         "profiles": {s: profile_step(tr) for s, tr in trainers.items()},
     }
 
@@ -463,18 +395,19 @@ def profile_step(trainer: Any) -> dict[str, Any]:
 
 
 def mfu_lines(c: dict[str, Any]) -> list[str]:
-    runs, fpt = c["runs"], c["fpt"]
+    runs, fpt, prec = c["runs"], c["fpt"], c["precision"]
     peaks = [r["peak"] for rs in runs.values() for r in rs]
     lines = [
         "## c. Model FLOP/s utilisation of raygrow's training step",
         "",
-        f"`Trainer.step_once`, batch 16 x seq 256, bf16 autocast, AdamW, {THREADS} threads; "
-        f"{c['steps']} steps per measurement, {c['rounds']} rounds; before every measurement "
-        "the bf16 1024^3 matmul peak is measured again (`measure_peak_flops`, best of 5), and "
-        "MFU = tokens/s x flops_per_token / that peak.",
+        f"`Trainer.step_once`, batch 16 x seq 256, precision {prec} (`auto`), AdamW, {THREADS} "
+        f"threads; {c['steps']} steps per measurement, {c['rounds']} rounds; before every "
+        f"measurement the {prec} 1024^3 matmul peak (the resolved precision's, as the loop's "
+        "own MFU uses) is measured again (`measure_peak_flops`, best of 5), and MFU = tokens/s "
+        "x flops_per_token / that peak.",
         "",
-        f"bf16 matmul peak, {THREADS} threads: **{med_range([p / 1e9 for p in peaks], '{:.0f}')}"
-        "** GFLOP/s",
+        f"{prec} matmul peak, {THREADS} threads: "
+        f"**{med_range([p / 1e9 for p in peaks], '{:.0f}')}** GFLOP/s",
         "",
         "| model | FLOPs/token | tok/s | model GFLOP/s | MFU median [min, max] | load |",
         "|---|---|---|---|---|---|",
@@ -529,7 +462,7 @@ def mfu_lines(c: dict[str, Any]) -> list[str]:
             f"and reach {worst['gemm_flops_s'] / 1e9:.0f} GFLOP/s "
             f"({worst['gemm_flops_s'] / peak:.0%} of the peak) on their small matrices; "
             "CPU flash attention (its FLOPs are counted but it runs well below GEMM speed), "
-            "elementwise ops (RMSNorm, RoPE, SwiGLU and their backward) and bf16 casts take "
+            "elementwise ops (RMSNorm, RoPE, SwiGLU and their backward) and casts take "
             "most of the rest. Elementwise work per token grows as d, GEMM work as d^2, so "
             "their share shrinks as the model widens. The optimizer is a few percent at every "
             "size.",
@@ -541,78 +474,109 @@ def mfu_lines(c: dict[str, Any]) -> list[str]:
 
 
 # --------------------------------------------------------------------------- plot, main
-def plot(path: Path, a: dict | None, b: dict | None, c: dict | None) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
-    if a:
-        ax = axes[0]
-        rounds = range(1, len(a["rows"]) + 1)
+def plot(path: Path, parts: dict[str, Any]) -> None:
+    plt = pyplot()
+    fig, axes = plt.subplots(2, 3, figsize=(17, 9))
+    ax = axes[0][0]
+    if a := parts.get("a1"):
         for key, label in (
             ("bare", "bare loop"),
             ("ray_no_eval", "Ray, excl. eval"),
             ("ray_e2e", "Ray, incl. eval"),
         ):
-            ax.plot(rounds, [r[key] for r in a["rows"]], "o-", label=label)
-        ax.set(xlabel="round", ylabel="tokens/s", title="a. Ray Train 1 worker vs bare loop")
-        ax.set_xticks(list(rounds))
+            ax.plot(range(1, len(a["rows"]) + 1), [r[key] for r in a["rows"]], "o-", label=label)
+        ax.set(xlabel="round", ylabel="tokens/s", title=f"a1. Ray Train vs bare ({a['precision']})")
         ax.legend()
-    if b:
-        ax = axes[1]
+    for ax, key, arms, title in (
+        (axes[0][1], "a2", ("fp32", "bf16"), "a2. fp32 vs bf16 autocast"),
+        (axes[0][2], "a3", OMP_ARMS, "a3. OMP_WAIT_POLICY (fp32)"),
+    ):
+        if part := parts.get(key):
+            for arm in arms:
+                rows = part["rows"]
+                ax.plot(range(1, len(rows) + 1), [r[arm] for r in rows], "o-", label=arm)
+            ax.set(xlabel="round", ylabel="tokens/s", title=title)
+            ax.legend()
+    if b := parts.get("b"):
+        ax = axes[1][0]
         rows = b["rows"]
-        xs = range(len(rows))
         train = [r["train"] for r in rows]
         ev = [r["eval"] for r in rows]
-        fixed = [r["fixed"] for r in rows]
-        ax.bar(xs, train, label="train steps")
-        ax.bar(xs, ev, bottom=train, label="eval")
-        ax.bar(xs, fixed, bottom=[t + e for t, e in zip(train, ev, strict=True)], label="fixed")
-        ax.set_xticks(list(xs), [f"{r['run'][0]}{i}" for i, r in enumerate(rows)])
+        ax.bar(range(len(rows)), train, label="train steps")
+        ax.bar(range(len(rows)), ev, bottom=train, label="eval")
+        ax.bar(
+            range(len(rows)),
+            [r["fixed"] for r in rows],
+            bottom=[t + e for t, e in zip(train, ev, strict=True)],
+            label="fixed",
+        )
+        ax.set_xticks(range(len(rows)), [f"{r['run'][0]}{i}" for i, r in enumerate(rows)])
         ax.set(ylabel="seconds", title="b. search trials: wall split (b=baseline, s=sampled)")
         ax.legend()
-    if c:
-        ax = axes[2]
+        ax = axes[1][1]
+        counts = b["counts"]
+        ax.bar(
+            [c["label"].replace(", ", ",\n") for c in counts.values()],
+            [c["evaluated"] for c in counts.values()],
+        )
+        ax.set(
+            ylabel="sampled schedules evaluated",
+            title=f"b. schedules within T = {b['time_box'] / 60:.1f} min",
+        )
+    if c := parts.get("c"):
+        ax = axes[1][2]
         shapes = list(c["runs"])
         med = [statistics.median(r["mfu"] for r in c["runs"][s]) for s in shapes]
         lo = [m - min(r["mfu"] for r in c["runs"][s]) for m, s in zip(med, shapes, strict=True)]
         hi = [max(r["mfu"] for r in c["runs"][s]) - m for m, s in zip(med, shapes, strict=True)]
         ax.bar(shapes, med, yerr=[lo, hi], capsize=4)
         ax.axhline(0.5, color="k", ls="--", lw=1, label="target 0.5 (d=256)")
-        ax.set(ylabel="MFU (vs measured bf16 matmul peak)", title="c. CPU MFU, median [min,max]")
+        ax.set(
+            ylabel=f"MFU (vs measured {c['precision']} matmul peak)",
+            title="c. CPU MFU, median [min,max]",
+        )
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    print(f"wrote {path}")
+    save_figure(fig, path)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, smoke search (< 3 min)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, smoke searches (<4 min)")
     parser.add_argument("--out", help="result folder (default results/ or results/quick/)")
     parser.add_argument("--parts", default="abc", help="which parts to run (default abc)")
+    parser.add_argument("--omp-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.omp_child:
+        omp_child(args.omp_child)
+        return
+    from raygrow.train.precision import resolve_precision
+
+    # SIGTERM (e.g. `timeout`) unwinds like Ctrl-C: a running search's session is ended
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.time()
     out = out_dir(args.out, args.quick)
     q = args.quick
     a_steps, a_rounds = (8, 3) if q else (120, 4)
+    prec_steps, prec_rounds = ({"fp32": 6, "bf16": 2}, 2) if q else ({"fp32": 60, "bf16": 12}, 4)
+    omp_steps, omp_rounds_n = (6, 2) if q else (60, 4)
     shapes = ["4x64", "4x256"] if q else ["4x64", "4x128", "4x256", "8x256"]
     c_steps, c_rounds = (2, 2) if q else (5, 4)
+    resolved = resolve_precision("auto")
     tmp = Path(tempfile.mkdtemp(prefix="raygrow-speed-"))
     loads = [load()]
-    a = b = c = None
+    parts: dict[str, Any] = {}
     try:
-        # the search first: it starts its own Ray instance, nothing of ours may be running
+        # the searches first: each starts its own Ray instance, nothing of ours may be running
         if "b" in args.parts:
-            b = search_overhead(q, tmp)
+            parts["b"] = search_part(q, tmp)
             loads.append(load())
         if "a" in args.parts:
-            a = ray_vs_bare(a_steps, a_rounds, tmp)
+            parts["a1"] = ray_vs_bare(a_steps, a_rounds, tmp, resolved)
+            parts["a2"] = precision_rounds(prec_steps, prec_rounds, tmp)
+            parts["a3"] = omp_rounds(omp_steps, omp_rounds_n)
             loads.append(load())
         if "c" in args.parts:
-            c = mfu(shapes, c_steps, c_rounds, tmp)
+            parts["c"] = mfu(shapes, c_steps, c_rounds, tmp)
             loads.append(load())
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -622,19 +586,21 @@ def main() -> None:
         "spread: median [min, max] over rounds (a, c) or trials (b)",
     ]
     lines = header(
-        "Speed: Ray Train path, search overhead, CPU MFU",
+        "Speed: Ray Train path, precision, OpenMP, search overhead and schedules, CPU MFU",
         started=started,
         quick=q,
         config_lines=config,
     )
-    if a:
-        lines += ray_vs_bare_lines(a)
-    if b:
-        lines += search_lines(b)
-    if c:
-        lines += mfu_lines(c)
+    if "a1" in parts:
+        lines += ray_vs_bare_lines(parts["a1"])
+        lines += precision_lines(parts["a2"], resolved)
+        lines += omp_lines(parts["a3"])
+    if "b" in parts:
+        lines += search_lines(parts["b"])
+    if "c" in parts:
+        lines += mfu_lines(parts["c"])
     write_report(out, "speed", lines)
-    plot(out / "speed.png", a, b, c)
+    plot(out / "speed.png", parts)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Tokens/s of raygrow's training step vs a bare ~30-line torch loop, side by side.
 
-Both train the same model on batches of the same shape (bf16 autocast, AdamW, grad clipping).
+Both train the same model on batches of the same shape (the precision `auto` resolves to on this
+machine, `raygrow.train.precision`; AdamW, grad clipping).
 Blocks of steps alternate between the two so that machine noise hits both alike; the ratio is
 raygrow / bare (target >= 0.95). Writes benchmarks/results/throughput.md.
 
@@ -24,16 +25,20 @@ import torch
 import torch.nn.functional as F
 
 from raygrow.data import load_tokens
-from raygrow.flops import flops_per_token, measure_peak_flops
+from raygrow.flops import flops_per_token
 from raygrow.model import ModelConfig, Transformer
 from raygrow.train.config import TrainConfig
 from raygrow.train.loop import Trainer
+from raygrow.train.precision import autocast_dtype, cached_peak_flops, resolve_precision
 
 RESULTS = Path(__file__).parent / "results"
 
 
-def bare_loop_steps(config: ModelConfig, x: torch.Tensor, y: torch.Tensor, steps: int) -> float:
-    """The reference: the smallest honest training loop. Returns seconds for `steps` steps."""
+def bare_loop_steps(
+    config: ModelConfig, x: torch.Tensor, y: torch.Tensor, steps: int, precision: str = "fp32"
+) -> float:
+    """The reference: the smallest honest training loop, in a resolved `precision` (`fp32`, or
+    `bf16` = autocast around the forward pass). Returns seconds for `steps` steps."""
     torch.manual_seed(0)
     model = Transformer(config)
     decay = [p for p in model.parameters() if p.dim() >= 2]
@@ -44,9 +49,11 @@ def bare_loop_steps(config: ModelConfig, x: torch.Tensor, y: torch.Tensor, steps
         betas=(0.9, 0.95),
         foreach=False,
     )
+    dtype = autocast_dtype(precision)
+    autocast = torch.autocast("cpu", dtype=dtype) if dtype else contextlib.nullcontext()
     start = time.perf_counter()
     for _ in range(steps):
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with autocast:
             logits = model(x)
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1))
         loss.backward()
@@ -63,8 +70,16 @@ def raygrow_steps(trainer: Trainer, steps: int) -> float:
     return time.perf_counter() - start
 
 
+def bare_tokens_per_s(
+    config: ModelConfig, x: torch.Tensor, y: torch.Tensor, steps: int, precision: str
+) -> float:
+    """Tokens/s of `bare_loop_steps` on the batch `x` (`steps` steps, a fresh model)."""
+    return steps * x.numel() / bare_loop_steps(config, x, y, steps, precision)
+
+
 def make_trainer(shape: str, out_dir: Path, steps: int) -> Trainer:
-    """raygrow's Trainer for `shape` (batch 16 x 256, bf16 autocast), room for `steps` steps."""
+    """raygrow's Trainer for `shape` (batch 16 x 256, precision `auto`), room for `steps` steps;
+    `trainer.config.precision` is what `auto` resolved to."""
     config = TrainConfig(
         model=ModelConfig.from_shape(shape),
         batch_size=16,
@@ -78,13 +93,13 @@ def make_trainer(shape: str, out_dir: Path, steps: int) -> Trainer:
 
 def measure(shape: str, steps: int, rounds: int, out_dir: Path) -> dict[str, float | str]:
     trainer = make_trainer(shape, out_dir, steps * (rounds + 2))
-    model = trainer.model_config
+    model, precision = trainer.model_config, trainer.config.precision
     x, y = trainer.sampler.global_batch(0, 16)
-    bare_loop_steps(model, x, y, 2)  # warm-up both paths (allocator, oneDNN kernels)
+    bare_loop_steps(model, x, y, 2, precision)  # warm-up both paths (allocator, kernels)
     raygrow_steps(trainer, 2)
     bare, ours = [], []
     for _ in range(rounds):
-        bare.append(steps * 16 * 256 / bare_loop_steps(model, x, y, steps))
+        bare.append(bare_tokens_per_s(model, x, y, steps, precision))
         ours.append(steps * 16 * 256 / raygrow_steps(trainer, steps))
     ratios = [o / b for o, b in zip(ours, bare, strict=True)]
     tps = statistics.median(ours)
@@ -94,7 +109,7 @@ def measure(shape: str, steps: int, rounds: int, out_dir: Path) -> dict[str, flo
         "raygrow_tok_s": tps,
         "ratio": statistics.median(ratios),
         "ratio_min": min(ratios),
-        "mfu": tps * flops_per_token(trainer.model_config, 256) / measure_peak_flops(),
+        "mfu": tps * flops_per_token(model, 256) / cached_peak_flops(precision, trainer.device),
     }
 
 
@@ -118,6 +133,7 @@ def main() -> None:
     load_tokens("default", "byte")  # prepare/cache outside the timed region
     tmp = Path("raygrow_runs/bench-throughput")
     rows = [measure(s, steps, rounds, tmp) for s in shapes]
+    precision = resolve_precision("auto")
     lines = [
         "# Throughput: raygrow training step vs a bare torch loop",
         "",
@@ -128,10 +144,12 @@ def main() -> None:
         f"- load average at start / end: {load_start[0]:.1f} / {os.getloadavg()[0]:.1f} "
         "(the machine is shared: absolute tok/s are inflated by other work, the ratio is "
         "measured in alternating rounds so both paths see the same load)",
-        f"- config: batch 16 x 256 tokens, bf16 autocast, AdamW, clip 1.0; {rounds} alternating "
+        f"- config: batch 16 x 256 tokens, precision {precision} (`auto` on this machine), AdamW, "
+        f"clip 1.0; {rounds} alternating "
         f"rounds of {steps} steps per path; medians reported"
         + (" (--quick)" if args.quick else ""),
-        f"- bf16 matmul peak measured here: {measure_peak_flops() / 1e9:.0f} GFLOP/s",
+        f"- {precision} matmul peak measured here (MFU's denominator): "
+        f"{cached_peak_flops(precision, torch.device('cpu')) / 1e9:.0f} GFLOP/s",
         "",
         "| model | bare tok/s | raygrow tok/s | ratio (median) | ratio (worst round) | MFU |",
         "|---|---|---|---|---|---|",
