@@ -93,8 +93,10 @@ def precision_line() -> str:
     from raygrow.train.precision import describe, resolve_precision
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    omp = os.environ.get("OMP_WAIT_POLICY") or "libgomp default"
-    return f"auto = {describe('auto', resolve_precision('auto', device), device)}; OMP {omp}"
+    from raygrow import _omp
+
+    omp = _omp.USER_VALUE or "not set by the user (raygrow's rule, raygrow/_omp.py)"
+    return f"auto = {describe('auto', resolve_precision('auto', device), device)}; {_omp.ENV} {omp}"
 
 
 def write_report(out: Path, name: str, lines: Sequence[str]) -> Path:
