@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 import pandas as pd
 import pytest
@@ -158,6 +159,16 @@ def check_study_and_stop_reasons(
             assert tags.loc[row["trial_id"], "tags.raygrow.stop_reason"] == row["stop_reason"]
 
 
+def end_session(proc: subprocess.Popen, log: IO[str]) -> None:
+    """After SIGKILLing a CLI driver: close its log, end its own Ray processes (its session)."""
+    log.close()
+    time.sleep(5)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def _trial_dirs(out: Path) -> list[Path]:
     return sorted((out / "trials").glob("*"), key=lambda p: p.stat().st_mtime)
 
@@ -190,12 +201,7 @@ def test_kill_driver_and_resume(tmp_path) -> None:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
-        log.close()
-        time.sleep(5)
-        try:  # the killed driver's own Ray processes share its session: end them
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        end_session(proc, log)
 
     resumed = subprocess.run(
         [sys.executable, "-m", "raygrow.search", "--resume", str(out)],

@@ -22,7 +22,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_search_ray import _evals, _trial_dirs, check_study_and_stop_reasons, mlflow_children
+from test_search_ray import (
+    _evals,
+    _trial_dirs,
+    check_study_and_stop_reasons,
+    end_session,
+    mlflow_children,
+)
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -116,12 +122,7 @@ def test_killed_and_resumed_search_stops_what_the_uninterrupted_one_stops(tmp_pa
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
-        log.close()
-        time.sleep(5)
-        try:  # the killed driver's own Ray processes share its session: end them
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        end_session(proc, log)
     at_kill = json.loads((out / "asha_state.json").read_text())
     first_rung = at_kill["brackets"][0][-1][1]  # rungs are stored last-milestone first
     assert len(first_rung) == 1 and not at_kill["stops"], "killed too late to test the restore"

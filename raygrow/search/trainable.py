@@ -33,7 +33,7 @@ from typing import Any
 from raygrow.model import ModelConfig
 from raygrow.search.config import SearchConfig
 from raygrow.train.config import TrainConfig
-from raygrow.train.worker import RayReportHooks, checkpoint_file, link_or_copy
+from raygrow.train.worker import RayReportHooks, link_or_copy, open_reported_checkpoint
 
 DIVERGED_MARKER = "DIVERGED"
 BASELINE_KEY = "schedule"
@@ -190,11 +190,7 @@ def train_in_trial(plan: TrialPlan, *, use_gpu: bool) -> None:
     with contextlib.ExitStack() as stack:
         resume, resumed_from_step = None, None
         if checkpoint is not None:
-            folder = stack.enter_context(checkpoint.as_directory())
-            resume = checkpoint_file(folder)
-            if resume is None:
-                raise FileNotFoundError(f"Tune checkpoint {checkpoint.path} has no ckpt-*.pt")
-            resumed_from_step = int(resume.stem.split("-")[1])
+            resume, resumed_from_step = open_reported_checkpoint(checkpoint, stack)
         trainer = Trainer(
             config,
             plan.schedule,

@@ -118,6 +118,16 @@ def checkpoint_file(folder: str | Path) -> Path | None:
     return files[-1] if files else None
 
 
+def open_reported_checkpoint(checkpoint: Any, stack: contextlib.ExitStack) -> tuple[Path, int]:
+    """The loop file inside a reported Ray/Tune `Checkpoint` (local for the `stack`'s life)
+    and its step, to resume from."""
+    folder = stack.enter_context(checkpoint.as_directory())
+    resume = checkpoint_file(folder)
+    if resume is None:
+        raise FileNotFoundError(f"checkpoint {checkpoint.path} has no ckpt-*.pt file")
+    return resume, int(resume.stem.split("-")[1])
+
+
 def train_fn_per_worker(spec: dict[str, Any]) -> None:
     """TorchTrainer per-worker function; `spec` is built by `raygrow.train.driver`."""
     import ray.train.torch
@@ -142,11 +152,7 @@ def train_fn_per_worker(spec: dict[str, Any]) -> None:
         resume: str | Path | None = spec["resume"]
         resumed_from_step = None
         if ray_ckpt is not None:
-            folder = stack.enter_context(ray_ckpt.as_directory())
-            resume = checkpoint_file(folder)
-            if resume is None:
-                raise FileNotFoundError(f"Ray checkpoint {ray_ckpt.path} has no ckpt-*.pt file")
-            resumed_from_step = int(resume.stem.split("-")[1])
+            resume, resumed_from_step = open_reported_checkpoint(ray_ckpt, stack)
         trainer = Trainer(
             config,
             schedule,
