@@ -179,13 +179,16 @@ def train_in_trial(plan: TrialPlan, *, use_gpu: bool) -> None:
     from raygrow.data import load_tokens
     from raygrow.train.loop import Trainer
 
-    config = plan.train.replace(device="cuda" if use_gpu else "cpu")
+    # as many torch threads as CPUs the trial reserved (tuner.trial_resources), never the
+    # node's every core: on a cluster several trials share a node
+    config = plan.train.replace(
+        device="cuda" if use_gpu else "cpu", threads=plan.train.threads or 1
+    )
     key = (config.data, config.tokenizer)
     if key not in _TOKENS:
         _TOKENS.clear()  # one corpus at a time: a search uses one
         _TOKENS[key] = load_tokens(config.data, config.tokenizer)
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    torch.set_num_threads(config.threads)
     checkpoint = tune.get_checkpoint()
     with contextlib.ExitStack() as stack:
         resume, resumed_from_step = None, None
