@@ -27,6 +27,7 @@ from typing import Any
 from _common import ROOT, fmt_ms, mean_std, pyplot, save_figure
 
 from raygrow.speedup import Speedup, speedup_at_matched_loss
+from raygrow.train.precision import resolve_precision
 
 CACHE = Path(
     os.environ.get("RAYGROW_BENCH_CACHE", ROOT / "raygrow_runs" / "bench-cache" / "growth")
@@ -126,7 +127,12 @@ class Arm:
     schedule_kw: tuple[tuple[str, Any], ...] = ()
 
     def key(self, protocol: Protocol) -> str:
-        spec = {"arm": asdict(self), "protocol": _run_fields(protocol), "v": CACHE_VERSION}
+        spec = {
+            "arm": asdict(self),
+            "protocol": _run_fields(protocol),
+            "precision": resolve_precision("auto", "cpu"),  # runs use `auto`: what it ran as
+            "v": CACHE_VERSION,
+        }
         spec["arm"].pop("name")  # the label does not change the run
         blob = json.dumps(spec, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
