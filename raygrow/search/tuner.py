@@ -15,11 +15,15 @@ trainable (`trainable.trial_driver`):
    `--scheduler fifo` runs every trial to the end (the exhaustive baseline of a search).
 
 `search_wiring` / `baseline_wiring` build everything a test may inspect without Ray;
-`run_search` starts (or joins) Ray, fits or restores both runs, and writes the results.
+`run_search` starts (or joins) Ray, fits or restores both runs, and writes the results. A trial
+reserves what it uses (`trial_resources`): one worker trains in the trial process (CPU = its
+torch threads; `reuse_actors` hands the process to the next trial), several workers drive a
+nested TorchTrainer from the `train_driver` resource.
 
 Resume: both Tune runs are restored with `Tuner.restore(resume_unfinished=True)` when their
-folder exists: finished trials are kept (not re-run), interrupted ones continue from their own
-Train checkpoint (Train run `train-<trial_id>`), OptunaSearch continues its study (`optuna.db`
+folder exists: finished trials are kept (not re-run), interrupted ones continue from their last
+reported checkpoint (one worker: the Tune trial's own; several: Train run `train-<trial_id>`),
+OptunaSearch continues its study (`optuna.db`
 in the experiment folder, `raygrow.search.study`), ASHA reloads its rung records and stop
 reasons (`asha_state.json`, `raygrow.search.asha`: Tune itself does not restore a scheduler's
 state), and the MLflow parent/child runs are found again by tag (no duplicates). Errored
