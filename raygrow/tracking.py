@@ -538,6 +538,28 @@ class SearchTracker:
             self.client.set_terminated(run_id, status=_MLFLOW_STATUS[kind])
             self._open.discard(run_id)
 
+    def close_lost_trials(self, known: set[str]) -> list[str]:
+        """End the children still `running` whose trial is not in `known` (the finished
+        search's trials): a driver killed before Tune saved its state loses the trials it had
+        just started, and Tune runs their schedules again as new trials. Returns their ids."""
+        lost = []
+        with self._lock:
+            runs = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`{TAG_PARENT}` = '{self._require_parent()}' and "
+                f"tags.`{TAG_STATUS_KIND}` = 'running'",
+                max_results=10_000,
+            )
+            for run in runs:
+                trial_id = run.data.tags.get(TAG_TRIAL)
+                if trial_id and trial_id not in known:
+                    self._runs[trial_id] = run.info.run_id
+                    lost.append(trial_id)
+        status = "failed: lost when the search driver died before Tune recorded this trial"
+        for trial_id in lost:
+            self.finish_trial(trial_id, status, {}, {})
+        return lost
+
     # ------------------------------------------------------------------------------ internals
     def _require_parent(self) -> str:
         if self.parent_run_id is None:

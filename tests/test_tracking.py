@@ -197,6 +197,20 @@ def test_resume_reuses_parent_and_children(store: str) -> None:
     assert tr2.start_search({}, {"raygrow.search": "search-2"}) != parent
 
 
+def test_lost_trials_are_closed_not_left_running(store: str) -> None:
+    """A driver killed before Tune saved its state leaves a child no trial will finish."""
+    tr, _ = log_search(store)
+    tr.trial_run("t-lost", GROWN_PARAMS, "grown")
+    tr.log_metrics("t-lost", {"val_loss": 3.0, "flops": 1e9, "tokens": 1000}, step=1000)
+    tr.trial_run("t-live", GROWN_PARAMS, "grown")
+    assert tr.close_lost_trials({"t-live", "t-grown", "t-small"}) == ["t-lost"]
+    lost = tr.client.get_run(tr._runs["t-lost"])
+    assert lost.info.status == "FAILED"
+    assert lost.data.tags["raygrow.status"].startswith("failed: lost")
+    assert tr.client.get_run(tr._runs["t-live"]).info.status == "RUNNING"  # known: untouched
+    assert tr.close_lost_trials({"t-live"}) == []  # said once
+
+
 def test_contract_errors(store: str) -> None:
     tr = SearchTracker(store, "exp")
     with pytest.raises(RuntimeError, match="start_search"):

@@ -386,6 +386,7 @@ def run_search(cfg: SearchConfig, *, retry_errored: bool = False) -> SearchOutco
     if complete:
         import pandas as pd
 
+        _quiet(tracker.close_lost_trials, {row["trial_id"] for row in rows})
         _quiet(tracker.finish_search, pd.read_parquet(exp / "results.parquet"), summary)
     else:
         print(
