@@ -24,7 +24,7 @@ def default(trial: Any) -> dict[str, Any]:
     """The embedded default: G_stack's g = 4 (target 4x64 grows from one layer) with stack /
     zero / random at a sampled point between 10 % and 50 % of the budget. Small enough that
     scratch at three budgets, the small model and the default search's sampled schedules
-    finish in about 15 minutes on 2 CPU cores (a one-layer source keeps the validity margin,
+    finish in about 17 minutes on 2 CPU cores (a one-layer source keeps the validity margin,
     target vs small, clear)."""
     at = trial.suggest_float("grow_at", 0.1, 0.5)
     operator = trial.suggest_categorical("operator", ["stack", "zero", "random"])

@@ -5,7 +5,7 @@ shorter budgets, each with its own annealed LR schedule, and the small model alo
 Optuna-sampled schedules under ASHA on the FLOP clock. The end is a ranked table (speedup at
 matched loss vs scratch; lower bounds shown as >1.14x) saved as Parquet + Markdown in the
 experiment folder, and one MLflow run per trial. No arguments = the embedded default search
-(about 15 minutes on 2 CPU cores); --smoke-test = the same code path in about 2 minutes.
+(about 17 minutes on 2 CPU cores); --smoke-test = the same code path in about 2 minutes.
 
 Everything is checked before Ray starts: a bad flag, space (each space is dry-run on 64
 samples into validated schedules), target, budget or tracking URI exits with code 2 and one
