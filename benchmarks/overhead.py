@@ -219,7 +219,7 @@ def peak_flops_seconds() -> float:
     `measure_peak_flops` (fp32, 1 thread, as the tiny start-up runs), in a fresh process."""
     code = (
         "import raygrow, time, torch; torch.set_num_threads(1); "
-        "from raygrow.flops import measure_peak_flops as m; "
+        "from raygrow.train.precision import measure_peak_flops as m; "
         "t = time.perf_counter(); m(torch.float32, 'cpu'); print(time.perf_counter() - t)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

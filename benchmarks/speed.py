@@ -308,11 +308,10 @@ def omp_lines(o: dict[str, Any]) -> list[str]:
 def fresh_peak(precision: str) -> float:
     """The matmul peak of the resolved `precision` (MFU's roofline), measured again: the load
     changes from round to round. Never a bf16 peak on a machine that trains in fp32."""
-    from raygrow import flops
-    from raygrow.train.precision import compute_dtype
+    from raygrow.train import precision as prec
 
-    flops._PEAK_CACHE.clear()
-    return flops.measure_peak_flops(compute_dtype(precision), "cpu")
+    prec._PEAK_CACHE.clear()
+    return prec.measure_peak_flops(prec.compute_dtype(precision), "cpu")
 
 
 def mfu(shapes: list[str], steps: int, rounds: int, tmp: Path) -> dict[str, Any]:

@@ -10,16 +10,13 @@ Per token, one forward + backward pass costs (Kaplan et al. 2020, with the atten
 
 The token-embedding lookup and norms are not counted. A grown run's compute is the sum over
 stages of flops_per_token(stage config) * tokens trained in that stage, plus any operator phase
-(LiGO / incremental training steps), which the loop adds as it runs them.
+(LiGO / incremental training steps), which the loop adds as it runs them. Torch-free: the
+measured peak FLOP/s (MFU's roofline) lives in `raygrow.train.precision`.
 """
 
 from __future__ import annotations
 
-import time
-
-import torch
-
-from raygrow.model import ModelConfig
+from raygrow.config import ModelConfig
 
 
 def flops_per_token(config: ModelConfig, seq_len: int) -> float:
@@ -34,27 +31,3 @@ def flops_per_token(config: ModelConfig, seq_len: int) -> float:
 def forward_flops_per_token(config: ModelConfig, seq_len: int) -> float:
     """Forward-only FLOPs per token (a third of training FLOPs): evaluation cost."""
     return flops_per_token(config, seq_len) / 3.0
-
-
-_PEAK_CACHE: dict[tuple[str, str], float] = {}
-
-
-def measure_peak_flops(dtype: torch.dtype = torch.bfloat16, device: str = "cpu") -> float:
-    """Measured dense-matmul FLOP/s on this device (a roofline for MFU), cached per process."""
-    key = (device, str(dtype))
-    if key not in _PEAK_CACHE:
-        n = 1024
-        a = torch.randn(n, n, device=device, dtype=dtype)
-        b = torch.randn(n, n, device=device, dtype=dtype)
-        for _ in range(2):
-            a @ b
-        best = 0.0
-        for _ in range(5):  # best of 5: the machine is shared, the peak is the least-disturbed
-            reps, start = 4, time.perf_counter()
-            for _ in range(reps):
-                a @ b
-            if device != "cpu":
-                torch.cuda.synchronize()
-            best = max(best, 2 * n**3 * reps / (time.perf_counter() - start))
-        _PEAK_CACHE[key] = best
-    return _PEAK_CACHE[key]

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from raygrow.config import ModelConfig
 from raygrow.errors import ConfigError
-from raygrow.model import ModelConfig
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
