@@ -230,7 +230,10 @@ def test_search_config_round_trip(tmp_path) -> None:
 
 # --------------------------------------------------------------------------- results
 def info(tid, arm, desc, status, tokens, planned, loss, flops, error=None) -> TrialInfo:
+    """Budget fraction: planned tokens / 100 (the full budget of these examples)."""
     return TrialInfo(
+        budget_frac=planned / 100,
+        seed=0,
         trial_id=tid,
         arm=arm,
         schedule=desc,

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from raygrow.speedup import interpolate_curve, scratch_frontier, speedup_at_matched_loss
+from raygrow.results.speedup import interpolate_curve, scratch_frontier, speedup_at_matched_loss
 
 # annealed scratch at 3 budgets: loss falls by 0.1 per doubling of compute
 SCRATCH = [(1e12, 2.0), (2e12, 1.9), (4e12, 1.8)]

@@ -22,7 +22,7 @@ from typing import Any
 from ray.tune import Callback
 
 from raygrow.search.config import SearchConfig
-from raygrow.search.results import TrialInfo, one_line_error, trial_status
+from raygrow.search.results import TrialInfo, one_line_error
 from raygrow.search.trainable import plan_trial
 
 _TRACKERS: dict[tuple[str, str], Any] = {}
@@ -138,7 +138,7 @@ class TrackingCallback(Callback):
             last_result=dict(trial.last_result or {}),
             error=error,
         )
-        status = trial_status(info)
+        status = info.status
         checkpoint = self._last_checkpoint(trial, plan)
         if checkpoint is not None:
             events = self._safe("reading growth events", _growth_events, checkpoint)

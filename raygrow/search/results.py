@@ -1,44 +1,42 @@
 """From finished trials to the ranked table: status, speedup at matched loss, validity.
 
-Pure functions over `TrialInfo` records (no Ray needed to test them); `collect_trials` reads
-them from Tune's results. Status texts follow tracking's contract:
+The rules live in the results core (`raygrow.results`): the status vocabulary, the scratch
+frontier, speedup at matched loss with bounds and the validity rule. This module turns Tune's
+trials into `TrialInfo`s, then into rows of the search's table; `collect_trials` reads them from
+Tune's results. A stopped trial's `stop_reason` column says why (`raygrow.search.asha.describe`):
+the rung in FLOPs, the trial's value, the cutoff and the number of trials recorded at that rung.
 
-    completed                       trained its whole token budget
-    stopped by ASHA at FLOPs 1.2e12 ASHA ended it at a rung (only sampled schedules)
-    failed: <reason>                an error (diverged, crashed after retries, bad sample)
-    unfinished                      the search was interrupted; `--resume DIR` continues it
-
-A stopped trial's `stop_reason` column says why (`raygrow.search.asha.describe`): the rung in
-FLOPs, the trial's value, the cutoff and the number of trials recorded at that rung before it.
-
-Speedup (`raygrow.speedup`) compares a completed run's (FLOPs, final val_loss) against the
-annealed scratch runs (full budget and the shorter budgets, each with its own LR schedule).
-Beyond the measured scratch range it is a bound, never an extrapolation: `>1.14x` means scratch
-never reached that loss within its largest budget. Partial (stopped) runs get no speedup: their
-loss is not an annealed final loss.
+Partial (stopped) runs get no speedup: their loss is not an annealed final loss. Beyond the
+measured scratch range a speedup is a bound, never an extrapolation: `>1.14x` means scratch
+never reached that loss within its largest budget.
 
 Ranking: completed runs that reach the target's full-budget scratch loss come first, cheapest
 first (the largest speedup bound); then the other completed runs by loss - a cheap run that
 never gets there (the small model alone) is no win, however large its matched-loss ratio; then
 stopped, unfinished and failed runs.
-
-Validity: the target from scratch must end below the small model alone at the full budget,
-otherwise "growth beats scratch" may only mean "the small model was better all along"
-(pilot_growth_d128.md).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from raygrow.speedup import speedup_at_matched_loss
+from raygrow.results import (
+    KIND_ORDER,
+    ArmKind,
+    TrialRecord,
+    compare,
+    finite,
+    status_kind,
+    target_loss,
+    trial_status,
+)
+from raygrow.results import validity as _validity
 
-KIND_ORDER = {"completed": 0, "stopped": 1, "unfinished": 2, "failed": 3}
 TABLE_COLUMNS = (
     "rank",
     "arm",
@@ -53,6 +51,8 @@ TABLE_COLUMNS = (
     "speedup_bound",
     "reaches_target",
     "n_params",
+    "budget_frac",
+    "seed",
     "trial_id",
     "stop_reason",
 )
@@ -67,8 +67,6 @@ MARKDOWN_COLUMNS = (
     "status",
     "stop_reason",
 )
-SMALL_MARGIN = 0.01
-"""A validity margin below this many nats is reported as not robust (single seed)."""
 
 
 @dataclass
@@ -76,7 +74,7 @@ class TrialInfo:
     """What the table needs to know about one trial, whatever produced it."""
 
     trial_id: str
-    arm: str
+    arm: ArmKind
     schedule: str
     tune_status: str
     """TERMINATED | ERROR | RUNNING | PENDING | PAUSED."""
@@ -86,22 +84,21 @@ class TrialInfo:
     """Failure reason (already one line) for ERROR trials."""
     stop_reason: str | None = None
     """Why ASHA stopped the trial (rung, cutoff, value, trials at the rung), if it did."""
+    budget_frac: float = 1.0
+    """Token budget as a fraction of the search's (scratch baselines < 1)."""
+    seed: int | None = None
 
-
-def trial_status(info: TrialInfo) -> str:
-    tokens = info.last_result.get("tokens")
-    flops = info.last_result.get("flops")
-    if info.tune_status == "ERROR":
-        return f"failed: {info.error or 'unknown error'}"
-    if tokens is not None and tokens >= info.planned_tokens:
-        return "completed"
-    if info.tune_status == "TERMINATED":
-        return f"stopped by ASHA at FLOPs {float(flops or 0.0):.3g}"
-    return "unfinished"
-
-
-def status_kind(status: str) -> str:
-    return status.split(" ", 1)[0].rstrip(":")
+    @property
+    def status(self) -> str:
+        res = self.last_result
+        return trial_status(
+            tokens=res.get("tokens"),
+            planned_tokens=self.planned_tokens,
+            flops=res.get("flops"),
+            ended=self.tune_status == "TERMINATED",
+            error=self.error,
+            errored=self.tune_status == "ERROR",
+        )
 
 
 def one_line_error(text: str | None, limit: int = 200) -> str:
@@ -121,20 +118,18 @@ def one_line_error(text: str | None, limit: int = 200) -> str:
     return best if len(best) <= limit else best[: limit - 1] + "…"
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def scratch_points(rows: Iterable[dict[str, Any]]) -> list[tuple[float, float]]:
-    """(FLOPs, final val_loss) of the completed, annealed scratch runs."""
-    return [
-        (float(r["flops"]), float(r["val_loss"]))
-        for r in rows
-        if r["arm"] == "scratch"
-        and r["status"] == "completed"
-        and _finite(r["val_loss"])
-        and _finite(r["flops"])
-    ]
+def record_of(row: dict[str, Any]) -> TrialRecord:
+    """The results core's view of a table row."""
+    return TrialRecord(
+        arm=row["arm"],
+        status=row["status"],
+        flops=row["flops"],
+        val_loss=row["val_loss"],
+        budget_frac=row["budget_frac"],
+        seed=row["seed"],
+        trial_id=row["trial_id"],
+        schedule=row["schedule"],
+    )
 
 
 def build_rows(infos: Sequence[TrialInfo]) -> list[dict[str, Any]]:
@@ -142,7 +137,7 @@ def build_rows(infos: Sequence[TrialInfo]) -> list[dict[str, Any]]:
     rows = []
     for info in infos:
         res = info.last_result
-        status = trial_status(info)
+        status = info.status
         rows.append(
             {
                 "trial_id": info.trial_id,
@@ -154,24 +149,24 @@ def build_rows(infos: Sequence[TrialInfo]) -> list[dict[str, Any]]:
                 "flops": _num(res.get("flops")),
                 "tokens": _num(res.get("tokens")),
                 "n_params": _num(res.get("n_params")),
+                "budget_frac": float(info.budget_frac),
+                "seed": info.seed,
                 "speedup": None,
                 "speedup_vs_scratch": None,
                 "speedup_bound": None,
                 "stop_reason": info.stop_reason if status_kind(status) == "stopped" else None,
             }
         )
-    points = scratch_points(rows)
-    target_loss = _target_loss(rows)
-    for row in rows:
-        done = row["status"] == "completed" and _finite(row["val_loss"])
+    records = [record_of(r) for r in rows]
+    goal = target_loss(records)
+    for row, record, cmp in zip(rows, records, compare(records), strict=True):
         row["reaches_target"] = (
-            None if not done or target_loss is None else bool(row["val_loss"] <= target_loss)
+            None if not record.completed or goal is None else bool(row["val_loss"] <= goal)
         )
-        if points and done:
-            sp = speedup_at_matched_loss(points, row["flops"], row["val_loss"])
-            row["speedup"] = str(sp)
-            row["speedup_vs_scratch"] = sp.value
-            row["speedup_bound"] = sp.bound
+        if cmp.speedup is not None:
+            row["speedup"] = str(cmp.speedup)
+            row["speedup_vs_scratch"] = cmp.speedup.value
+            row["speedup_bound"] = cmp.speedup.bound
     rows.sort(key=_rank_key)
     for i, row in enumerate(rows, 1):
         row["rank"] = i
@@ -179,15 +174,7 @@ def build_rows(infos: Sequence[TrialInfo]) -> list[dict[str, Any]]:
 
 
 def _num(value: Any) -> float | None:
-    return float(value) if _finite(value) else None
-
-
-def _target_loss(rows: Sequence[dict[str, Any]]) -> float | None:
-    """Final loss of the target from scratch at the full budget (what growth must reach)."""
-    for r in rows:
-        if r["arm"] == "scratch" and "@100%" in r["schedule"] and r["status"] == "completed":
-            return r["val_loss"]
-    return None
+    return float(value) if finite(value) else None
 
 
 def _rank_key(row: dict[str, Any]) -> tuple:
@@ -206,36 +193,11 @@ def _rank_key(row: dict[str, Any]) -> tuple:
 
 
 def validity(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Does the target from scratch (full budget) beat the small model alone?"""
-    full = [
-        r
-        for r in rows
-        if r["arm"] == "scratch" and "@100%" in r["schedule"] and r["status"] == "completed"
-    ]
-    small = [r for r in rows if r["arm"] == "small" and r["status"] == "completed"]
-    if not full or not small or full[0]["val_loss"] is None or small[0]["val_loss"] is None:
-        return {"checked": False, "text": "validity: not checked (a baseline arm did not complete)"}
-    margin = small[0]["val_loss"] - full[0]["val_loss"]
-    valid = margin > 0
-    text = (
-        f"validity: target from scratch {full[0]['val_loss']:.4f} vs small alone "
-        f"{small[0]['val_loss']:.4f} nats/token: margin {margin:+.4f} -> "
-    )
-    if not valid:
-        text += "NOT VALID: the small model is as good as the target at this budget, so beating "
-        text += "scratch says little about growth; raise the budget or the size gap"
-    elif margin < SMALL_MARGIN:
-        text += "valid but not robust (margin below ~seed noise of one seed; use more seeds)"
-    else:
-        text += "valid"
-    return {
-        "checked": True,
-        "valid": valid,
-        "margin": margin,
-        "target_loss": full[0]["val_loss"],
-        "small_loss": small[0]["val_loss"],
-        "text": text,
-    }
+    """The results core's validity verdict on the table's rows, as a dict with its `text`."""
+    verdict = _validity([record_of(r) for r in rows])
+    out = verdict.to_dict()
+    out["text"] = f"validity: {verdict.text}"
+    return out
 
 
 def to_markdown(rows: Sequence[dict[str, Any]], columns: Sequence[str] = MARKDOWN_COLUMNS) -> str:
@@ -286,8 +248,10 @@ def collect_trials(
         try:
             plan = plan_of(config, trial.trial_id)
             arm, desc, tokens = plan.arm, plan.description, plan.train.tokens
+            frac, seed = plan.budget_frac, plan.train.seed
         except Exception as exc:  # noqa: BLE001 - a sample that cannot be planned
             arm, desc, tokens = "grown", str(config.get("schedule", "?")), 0
+            frac, seed = 1.0, None
             if trial.status != "ERROR":
                 raise RuntimeError(f"trial {trial.trial_id}: {exc}") from exc
         error = None
@@ -303,6 +267,8 @@ def collect_trials(
                 last_result=dict(trial.last_result or {}),
                 error=error,
                 stop_reason=(stop_reasons or {}).get(trial.trial_id),
+                budget_frac=frac,
+                seed=seed,
             )
         )
     return infos

@@ -2,7 +2,8 @@
 
 Scratch is represented by *annealed* runs at several budgets — each with its own complete LR
 schedule — because a point in the middle of a long cosine run is not what scratch achieves at
-that budget (pilot_growth_d128.md: shorter scratch runs were far worse than the long run's curve).
+that budget: in a CPU pilot (6 layers, d=128, ~7 tokens per parameter) runs with their own shorter
+cosine ended far from the long run's curve at the same step, so only annealed points compare.
 
     speedup = C_scratch(L) / C_run
 

@@ -1,0 +1,68 @@
+"""`TrialRecord`: what the results core needs to know about one finished (or not) run.
+
+Every producer converts to it: the search (from its trial plans and Tune's last results),
+`raygrow.analysis` (from MLflow runs) and the benchmarks (from their own run dicts). The arm is
+a field and the budget a number — nothing is parsed from a human-readable description.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from raygrow.results.status import StatusKind, status_kind
+
+ArmKind = Literal["grown", "scratch", "small"]
+ARMS: tuple[ArmKind, ...] = ("grown", "scratch", "small")
+"""`grown`: a growth schedule; `scratch`: the target from scratch with its own annealed LR
+schedule at its budget (several budgets make the frontier); `small`: the start model alone at
+the full budget (the validity check needs it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TrialRecord:
+    arm: ArmKind
+    status: str
+    """Status text (`raygrow.results.status`); its first word is the kind."""
+    flops: float | None = None
+    """Training FLOPs spent, operator phases included."""
+    val_loss: float | None = None
+    """Final validation loss (annealed only when completed)."""
+    budget_frac: float = 1.0
+    """The run's token budget as a fraction of the search's full budget (scratch arms < 1)."""
+    seed: int | None = None
+    trial_id: str = ""
+    schedule: str = ""
+    """Human-readable description, for tables only."""
+    group: str = ""
+    """What the run is compared within (an experiment, a benchmark): frontiers never mix groups."""
+
+    def __post_init__(self) -> None:
+        if self.arm not in ARMS:
+            raise ValueError(f"arm {self.arm!r} must be one of {', '.join(ARMS)}")
+        if not 0 < self.budget_frac <= 1 + 1e-9:
+            raise ValueError(f"budget_frac={self.budget_frac} must be in (0, 1]")
+
+    @property
+    def kind(self) -> StatusKind:
+        return status_kind(self.status)
+
+    @property
+    def completed(self) -> bool:
+        """A completed run with a finite loss and positive FLOPs: it has an annealed point."""
+        return (
+            self.kind == "completed"
+            and finite(self.val_loss)
+            and finite(self.flops)
+            and float(self.flops or 0.0) > 0
+        )
+
+    @property
+    def full_budget(self) -> bool:
+        return math.isclose(self.budget_frac, 1.0, rel_tol=0, abs_tol=1e-9)
+
+
+def finite(value: Any) -> bool:
+    """A real, finite number (not None, not bool, not NaN)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
