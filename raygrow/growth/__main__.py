@@ -19,6 +19,7 @@ import json
 import sys
 from typing import Any
 
+from raygrow.checkpoint import read_model
 from raygrow.errors import ConfigError, cli_entry
 from raygrow.growth import OPERATORS, OPT_POLICIES, GrowthState, get_operator
 from raygrow.growth.check import (
@@ -96,10 +97,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     op = get_operator(args.op)
     params = parse_params(args.param)
     if args.checkpoint:
-        from raygrow.train.state import load_checkpoint  # lazily: growth must not need train
-
-        ts = load_checkpoint(args.checkpoint)
-        state = GrowthState(ts.model_config, ts.model_state, ts.optim_state, ts.step)
+        state = GrowthState(*read_model(args.checkpoint))
     else:
         config = toy_config(
             args.shape, n_heads=args.heads, n_kv_heads=args.kv_heads, tie_embeddings=args.tied
