@@ -165,7 +165,7 @@ def test_too_few_groups_says_so_instead_of_fitting() -> None:
     one_n = df[df["n_params"] == 1e6]
     res = F.fit_timing(F.timing_groups(one_n), n_boot=10)
     assert res.ok and "a" not in res.coef and "not identifiable" in res.note
-    assert F.gstack_timing(7e9, 6 * 7e9 * 2e12) == pytest.approx(11.11e9, rel=2e-3)
+    assert F.gstack_growth_tokens(7e9, 6 * 7e9 * 2e12) == pytest.approx(11.11e9, rel=2e-3)
 
 
 @pytest.fixture(scope="module")

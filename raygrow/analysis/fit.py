@@ -29,15 +29,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-GSTACK = {"a": 0.88, "b": 163.27, "c": -5.74}
+from raygrow.results import GSTACK, gstack_growth_tokens
+
 FORMS = ("gstack", "powerlaw")
-
-
-def gstack_timing(n_params: float, compute: float) -> float:
-    """Du et al.'s growth timing d (tokens) for a target of N params and compute C = 6·N·D."""
-    return 10 ** (
-        GSTACK["a"] * math.log10(n_params) + GSTACK["b"] / math.log10(compute) + GSTACK["c"]
-    )
 
 
 def optimal_timing(log_d: np.ndarray, speedup: np.ndarray) -> tuple[float, bool, int]:
@@ -250,7 +244,7 @@ def groups_table(groups: Sequence[TimingGroup], n_boot: int = 200, seed: int = 0
             optimal_timing(g.log_d[p], g.speedup[p])[0]
             for p in (rng.integers(0, len(g.log_d), len(g.log_d)) for _ in range(n_boot))
         ]
-        gs = gstack_timing(g.n_params, g.compute)
+        gs = gstack_growth_tokens(g.n_params, g.compute)
         rows.append(
             {
                 "experiments": g.experiments,

@@ -11,7 +11,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from raygrow.analysis.fit import TimingFit, gstack_timing
+from raygrow.analysis.fit import TimingFit
+from raygrow.results import gstack_growth_tokens
 
 
 def slug(text: str) -> str:
@@ -131,7 +132,7 @@ def timing_fit(groups: pd.DataFrame, fit: TimingFit, path: Path) -> Path | None:
             ax.plot(cs, 10 ** fit.predict(np.full_like(cs, n), cs), "-", color=color, lw=1.3)
             lo, hi = fit.band(np.full_like(cs, n), cs)
             ax.fill_between(cs, 10**lo, 10**hi, color=color, alpha=0.15)
-        gs = np.array([gstack_timing(n, c) for c in g["compute_6nd"]])
+        gs = np.array([gstack_growth_tokens(n, c) for c in g["compute_6nd"]])
         if gs.min() < top:
             ax.plot(g["compute_6nd"], gs, "x", color=color, label=f"G_stack formula, N={n:.3g}")
         else:

@@ -1,42 +1,62 @@
-"""Speedup at matched loss per trial, and the search's validity check.
+"""Speedup at matched loss per trial, and each search's validity, over the collected runs.
 
-Speedup (`raygrow.speedup`, no extrapolation): a trial that spent `flops` and ended at `val_loss`
-is compared with the frontier of its search's *annealed* scratch arms (arm `scratch`, completed,
-one point (final flops, final val_loss) per budget). Which scratch runs form the frontier:
-- `paired`: the scratch runs with the trial's own seed, when that seed covers every scratch
-  budget of the search (same data order, so seed noise mostly cancels);
-- `pooled`: otherwise the seed-mean loss at each budget.
-A scratch run therefore meets its own point: the full-budget scratch arm's speedup is exactly 1.0
-whenever it has the lowest scratch loss of its seed.
-
-Validity (per search): the target from scratch at the full budget must beat the small model alone
-(arm `small`) - by more than 2x the seed noise (the larger of the two arms' standard deviations
-across seeds) when both arms have >= 2 seeds, otherwise by > 0 and flagged "single seed".
+The rules are the results core's (`raygrow.results`): frontiers per experiment with paired or
+pooled seeds, speedup with bounds, and the one validity rule. This module turns the trials
+table (one row per MLflow run) into `TrialRecord`s and the verdicts back into columns.
+A scratch run's budget fraction is its token budget over the experiment's largest scratch
+budget (FLOPs when the budget is unknown).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from raygrow.speedup import speedup_at_matched_loss
+from raygrow.results import TrialRecord, compare
+from raygrow.results import validity as _validity
 
 
-def _scratch(df: pd.DataFrame) -> pd.DataFrame:
-    ok = (
-        (df["arm"] == "scratch")
-        & (df["status_kind"] == "completed")
-        & np.isfinite(df["flops"])
-        & np.isfinite(df["val_loss"])
-        & (df["flops"] > 0)
-    )
-    out = df[ok].copy()
-    # budget key: the token budget when known, else the FLOPs (identical across seeds)
-    out["_budget"] = np.where(
-        np.isfinite(out["budget_tokens"]), out["budget_tokens"], out["flops"].round(-3)
-    )
+def _number(value: Any) -> float | None:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _budget_fracs(g: pd.DataFrame) -> pd.Series:
+    """Budget fraction of each row: scratch runs relative to the largest scratch budget."""
+    fracs = pd.Series(1.0, index=g.index)
+    scratch = g[g["arm"] == "scratch"]
+    for col in ("budget_tokens", "flops"):
+        values = pd.to_numeric(scratch[col], errors="coerce")
+        top = values.max()
+        if values.notna().all() and top > 0:
+            fracs.loc[scratch.index] = (values / top).clip(lower=1e-9, upper=1.0)
+            return fracs
+    return fracs
+
+
+def records(g: pd.DataFrame) -> list[TrialRecord]:
+    """One record per row of one experiment's trials."""
+    fracs = _budget_fracs(g)
+    out = []
+    for i, row in g.iterrows():
+        seed = _number(row.get("seed"))
+        out.append(
+            TrialRecord(
+                arm=row["arm"],
+                status=str(row.get("status_kind") or "unfinished"),
+                flops=_number(row.get("flops")),
+                val_loss=_number(row.get("val_loss")),
+                budget_frac=float(fracs[i]),
+                seed=None if seed is None else int(seed),
+                trial_id=str(row.get("trial_id", "")),
+                group=str(row.get("experiment", "")),
+            )
+        )
     return out
 
 
@@ -50,71 +70,49 @@ def add_speedups(trials: pd.DataFrame) -> pd.DataFrame:
         ("scratch_flops_at_loss", math.nan),
     ):
         df[col] = default
-    if df.empty:
-        return df
-    for _exp, idx in df.groupby("experiment").groups.items():
-        scratch = _scratch(df.loc[idx])
-        if scratch.empty:
-            df.loc[idx, "speedup_basis"] = "no completed scratch arm"
-            continue
-        budgets = set(scratch["_budget"])
-        pooled_df = scratch.groupby("_budget")[["flops", "val_loss"]].mean()
-        pooled = list(zip(pooled_df["flops"], pooled_df["val_loss"], strict=True))
-        n_seeds = scratch["seed"].nunique()
-        by_seed = {
-            seed: list(zip(g["flops"], g["val_loss"], strict=True))
-            for seed, g in scratch.groupby("seed")
-            if set(g["_budget"]) >= budgets
-        }
-        for i in idx:
-            flops, loss = df.at[i, "flops"], df.at[i, "val_loss"]
-            if not (math.isfinite(flops) and math.isfinite(loss) and flops > 0):
+    for _exp, g in df.groupby("experiment"):
+        for i, cmp in zip(g.index, compare(records(g)), strict=True):
+            if cmp.speedup is None:
+                if cmp.basis:  # the experiment has no completed scratch arm
+                    df.at[i, "speedup_basis"] = cmp.basis
                 continue
-            seed = df.at[i, "seed"]
-            if seed is not None and not pd.isna(seed) and seed in by_seed:
-                points, basis = by_seed[seed], f"paired (seed {int(seed)})"
-            else:
-                points, basis = pooled, f"pooled ({n_seeds} seed{'s' * (n_seeds != 1)})"
-            s = speedup_at_matched_loss(points, flops, loss)
-            df.at[i, "speedup_vs_scratch"] = s.value
-            df.at[i, "speedup_bound"] = s.bound
-            df.at[i, "scratch_flops_at_loss"] = s.scratch_flops
-            df.at[i, "speedup_basis"] = basis
+            df.at[i, "speedup_vs_scratch"] = cmp.speedup.value
+            df.at[i, "speedup_bound"] = cmp.speedup.bound
+            df.at[i, "scratch_flops_at_loss"] = cmp.speedup.scratch_flops
+            df.at[i, "speedup_basis"] = cmp.basis
     return df
+
+
+VALIDITY_COLUMNS = (
+    "n_seeds_scratch",
+    "n_seeds_small",
+    "scratch_loss",
+    "small_loss",
+    "margin",
+    "seed_noise",
+    "threshold",
+    "valid",
+    "note",
+)
 
 
 def validity(trials: pd.DataFrame) -> pd.DataFrame:
     """One row per experiment: does the target from scratch beat the small model alone?"""
     rows = []
     for exp, g in trials.groupby("experiment", sort=True):
-        scratch = _scratch(g)
-        row: dict = {"experiment": exp}
-        small = g[(g["arm"] == "small") & (g["status_kind"] == "completed")]
-        small = small[np.isfinite(small["val_loss"])]
-        if not scratch.empty:
-            full = scratch[scratch["_budget"] == scratch["_budget"].max()]
-        else:
-            full = scratch
-        row.update(
-            n_seeds_scratch=int(full["seed"].nunique(dropna=False)) if len(full) else 0,
-            n_seeds_small=int(small["seed"].nunique(dropna=False)) if len(small) else 0,
-            scratch_loss=float(full["val_loss"].mean()) if len(full) else math.nan,
-            small_loss=float(small["val_loss"].mean()) if len(small) else math.nan,
+        v = _validity(records(g))
+        rows.append(
+            {
+                "experiment": exp,
+                "n_seeds_scratch": v.n_seeds_target,
+                "n_seeds_small": v.n_seeds_small,
+                "scratch_loss": v.target_loss,
+                "small_loss": v.small_loss,
+                "margin": v.margin,
+                "seed_noise": v.seed_noise,
+                "threshold": v.threshold,
+                "valid": v.valid,
+                "note": v.note,
+            }
         )
-        row["margin"] = row["small_loss"] - row["scratch_loss"]
-        sd = [float(x["val_loss"].std(ddof=1)) for x in (full, small) if len(x) >= 2]
-        several = row["n_seeds_scratch"] >= 2 and row["n_seeds_small"] >= 2
-        row["seed_noise"] = max(sd) if sd else math.nan
-        if full.empty or small.empty:
-            row["threshold"], row["valid"] = math.nan, None
-            row["note"] = "no completed " + ("scratch" if full.empty else "small") + " arm"
-        elif several:
-            row["threshold"] = 2 * row["seed_noise"]
-            row["valid"] = bool(row["margin"] > row["threshold"])
-            row["note"] = "" if row["valid"] else "margin within 2x seed noise"
-        else:
-            row["threshold"] = 0.0
-            row["valid"] = bool(row["margin"] > 0)
-            row["note"] = "single seed"
-        rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["experiment", *VALIDITY_COLUMNS])
