@@ -4,7 +4,7 @@ raygrow's own `Trainer` in a pool of single-thread processes, and a per-run resu
 the three scripts reuse each other's runs (the cache key is the arm's full spec).
 
 Arms are compared on the FLOP axis with annealed scratch runs at several budgets (each with its
-own complete cosine schedule): `raygrow.speedup` gives the speedup at matched loss, a lower
+own complete cosine schedule): `raygrow.results` gives the speedup at matched loss, a lower
 bound (">") where scratch never reaches the grown run's loss. Runs with the same seed share the
 data order and the initialisation of the layers they share.
 """
@@ -26,7 +26,9 @@ from typing import Any
 
 from _common import ROOT, fmt_ms, mean_std, pyplot, save_figure
 
-from raygrow.speedup import Speedup, speedup_at_matched_loss
+from raygrow.results import ArmKind, Speedup, TrialRecord, Validity, speedup_at_matched_loss
+from raygrow.results import scratch_points as core_scratch_points
+from raygrow.results import validity as core_validity
 from raygrow.train.precision import resolve_precision
 
 CACHE = Path(
@@ -125,6 +127,8 @@ class Arm:
     at: tuple[float, ...] = ()
     stage_params: tuple[tuple[tuple[str, Any], ...], ...] = ()
     schedule_kw: tuple[tuple[str, Any], ...] = ()
+    kind: ArmKind = "grown"
+    """The results core's arm: `scratch` (the target), `small` (a start model alone), `grown`."""
 
     def key(self, protocol: Protocol) -> str:
         spec = {
@@ -133,7 +137,8 @@ class Arm:
             "precision": resolve_precision("auto", "cpu"),  # runs use `auto`: what it ran as
             "v": CACHE_VERSION,
         }
-        spec["arm"].pop("name")  # the label does not change the run
+        for label in ("name", "kind"):  # labels do not change the run
+            spec["arm"].pop(label)
         blob = json.dumps(spec, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -147,8 +152,9 @@ def _run_fields(p: Protocol) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- arm catalogue
 def scratch(p: Protocol, frac: float, lr: float, seed: int, model: str | None = None) -> Arm:
     model = model or p.target
-    label = f"scratch@{frac:g}" if model == p.target else f"{model} only"
-    return Arm(label, model, frac=frac, lr=lr, seed=seed)
+    if model == p.target:
+        return Arm(f"scratch@{frac:g}", model, frac=frac, lr=lr, seed=seed, kind="scratch")
+    return Arm(f"{model} only", model, frac=frac, lr=lr, seed=seed, kind="small")
 
 
 def growth_arms(p: Protocol, lr: float, seed: int) -> list[Arm]:
@@ -294,7 +300,7 @@ def run_arms(p: Protocol, arms: Sequence[Arm], log: Callable[[str], None] = prin
     out = []
     for a in arms:
         res = json.loads(_cached(a, p).read_text())
-        res["arm"] = a.name  # label from the caller
+        res["arm"], res["kind"] = a.name, a.kind  # labels from the caller
         out.append(res)
     return out
 
@@ -330,21 +336,25 @@ def by_arm(runs: Sequence[dict]) -> dict[str, list[dict]]:
     return out
 
 
-def scratch_points(runs: Sequence[dict], seed: int | None) -> list[tuple[float, float]]:
-    """(FLOPs, final loss) of the annealed target-from-scratch runs (one seed, or all seeds'
-    means per budget when seed is None)."""
-    scratch_runs = [r for r in runs if r["arm"].startswith("scratch@")]
-    if seed is not None:
-        return [(r["flops"], r["loss"]) for r in scratch_runs if r["seed"] == seed]
-    groups = by_arm(scratch_runs)
-    return [(mean_std([r["flops"] for r in g])[0], mean_std([r["loss"] for r in g])[0])
-            for g in groups.values()]  # fmt: skip
+def record(run: dict) -> TrialRecord:
+    """The results core's view of a finished benchmark run."""
+    return TrialRecord(
+        arm=run["kind"],
+        status="completed",
+        flops=run["flops"],
+        val_loss=run["loss"],
+        budget_frac=run["frac"],
+        seed=run["seed"],
+        schedule=run["arm"],
+    )
 
 
 def speedups(run_list: Sequence[dict], all_runs: Sequence[dict]) -> list[Speedup]:
-    """Per-seed speedup of each run vs the annealed scratch runs of the same seed."""
+    """Per-seed speedup of each run vs the annealed scratch runs of the same seed (pooled over
+    seeds when its seed lacks a scratch budget: the results core's rule)."""
+    pool = [record(r) for r in all_runs]
     return [
-        speedup_at_matched_loss(scratch_points(all_runs, r["seed"]), r["flops"], r["loss"])
+        speedup_at_matched_loss(core_scratch_points(pool, r["seed"])[0], r["flops"], r["loss"])
         for r in run_list
     ]
 
@@ -377,7 +387,7 @@ def arm_table(runs: Sequence[dict], all_runs: Sequence[dict], order: Sequence[st
         g = sorted(groups[name], key=lambda r: r["seed"])
         losses = [r["loss"] for r in g]
         sp = speedups(g, all_runs)
-        is_scratch = name.startswith("scratch@")  # its own frontier: 1.00x by construction
+        is_scratch = g[0]["kind"] == "scratch"  # its own frontier: 1.00x by construction
         lines.append(
             f"| {name} | {g[0]['final_model']} | {mean_std([r['flops'] for r in g])[0] / 1e12:.2f}"
             f" | {fmt_ms(losses)} | {', '.join(f'{v:.4f}' for v in losses)} | "
@@ -459,47 +469,38 @@ def cli(description: str, argv: Sequence[str] | None = None) -> tuple[Protocol, 
 def validity(p: Protocol, log: Callable[[str], None] = print) -> dict[str, Any]:
     """LR sweep, then target vs small-only from scratch at their tuned LRs over all seeds.
 
-    Valid when the target beats the small model by more than twice the seed-to-seed standard
-    deviation of *each* arm (pilot_growth_d128.md: the small-rooted arms were the noisy ones)."""
+    The verdict is the results core's rule (`raygrow.results.validity`): with >= 2 seeds the
+    target must beat the small model by more than twice the larger of the two arms' seed
+    standard deviations (the arms rooted in the small model were the noisy ones in our pilot)."""
     sweep = lr_sweep(p, log)
     lr_t, lr_s = sweep["best"][p.target], sweep["best"][p.small]
     target = run_arms(p, [scratch(p, 1.0, lr_t, s) for s in p.seeds], log)
     small = run_arms(p, [scratch(p, 1.0, lr_s, s, model=p.small) for s in p.seeds], log)
-    mt, st = mean_std([r["loss"] for r in target])
-    ms, ss = mean_std([r["loss"] for r in small])
-    margin = ms - mt
-    paired = [
-        b["loss"] - a["loss"]
-        for a, b in zip(sorted(target, key=_seed), sorted(small, key=_seed), strict=True)
-    ]
+    verdict: Validity = core_validity([record(r) for r in (*target, *small)])
     return {
         "sweep": sweep,
         "lr_target": lr_t,
         "lr_small": lr_s,
         "target": target,
         "small": small,
-        "margin": margin,
-        "std_target": st,
-        "std_small": ss,
-        "paired": paired,
-        "valid": margin > 2 * max(st, ss),
+        "verdict": verdict,
+        "margin": verdict.margin,
     }
-
-
-def _seed(run: dict) -> int:
-    return int(run["seed"])
 
 
 def validity_lines(v: dict[str, Any], p: Protocol) -> list[str]:
     """The validity verdict as report lines (every growth report starts with it)."""
-    verdict = "PASSED" if v["valid"] else "NOT PASSED"
+    verdict: Validity = v["verdict"]
+    passed = "PASSED" if verdict.valid else "NOT PASSED"
+    if verdict.note == "single seed":
+        passed += ", single seed"
     return [
-        f"**Validity margin ({verdict})**: small-only {p.small} − target {p.target} at equal "
-        f"steps = **{v['margin']:+.4f}** nats/byte (mean over {len(p.seeds)} seeds); seed std "
-        f"of the target {v['std_target']:.4f}, of the small model {v['std_small']:.4f}; "
-        f"required > 2 × {max(v['std_target'], v['std_small']):.4f} = "
-        f"{2 * max(v['std_target'], v['std_small']):.4f}. Paired per seed: "
-        + ", ".join(f"{m:+.4f}" for m in v["paired"])
+        f"**Validity margin ({passed})**: small-only {p.small} − target {p.target} at equal "
+        f"steps = **{verdict.margin:+.4f}** nats/byte (mean over {len(p.seeds)} seeds); seed "
+        f"std of the target {verdict.std_target:.4f}, of the small model "
+        f"{verdict.std_small:.4f}; required > {verdict.threshold:.4f} "
+        "(2 × the larger seed std; 0 with a single seed). Paired per seed: "
+        + ", ".join(f"{m:+.4f}" for m in verdict.paired)
         + f". Peak LRs (tuned): target {v['lr_target']:g}, small {v['lr_small']:g}.",
         "",
     ]

@@ -1,12 +1,13 @@
 """Benchmark 1 — a *valid* tiny growth benchmark: tune the peak LR, then check that the target
-model beats the small model at equal steps by more than twice the seed noise of each arm.
+model beats the small model at equal steps by more than twice the larger arm's seed noise
+(the results core's validity rule).
 
     python benchmarks/growth_validity.py --quick   # ~1 min: tiny protocol, 2 seeds
     python benchmarks/growth_validity.py           # the committed protocol, 4 seeds
 
 Without this check a growth "win" means nothing: if the small model is as good as the target
-at the budget, any schedule that spends steps in the small model looks like a speedup
-(reference: data_and_cpu.md §4.2, pilot_growth_d128.md). Writes growth_validity.md + PNG.
+at the budget, any schedule that spends steps in the small model looks like a speedup.
+Writes growth_validity.md + PNG.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from __future__ import annotations
 import _growth as g
 from _common import header, mean_std, write_report
 
-from raygrow.speedup import interpolate_curve
+from raygrow.results import interpolate_curve
 
 
 def main() -> None:

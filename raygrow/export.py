@@ -47,6 +47,7 @@ import torch
 
 from raygrow.errors import ConfigError, cli_entry
 from raygrow.model import ModelConfig, build_model
+from raygrow.train.state import load_checkpoint
 
 _LAYER_MAP = {
     "attn.wq.weight": "self_attn.q_proj.weight",
@@ -236,6 +237,27 @@ def verify_export(state: Any, out_dir: str | Path, seq: int = 16) -> float:
     return float((ours(idx) - theirs(idx)).abs().max())
 
 
+def export_checkpoint(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    *,
+    dtype: str = "float32",
+    verify: bool = True,
+    provenance: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Export a checkpoint file (or a run's checkpoints folder: its newest file) to `out_dir`.
+
+    This is `raygrow.export(...)`. Returns the provenance written to raygrow_export.json, plus
+    `max_logit_diff` of the round-trip check when `verify` and the export is float32."""
+    state = load_checkpoint(checkpoint)
+    info = export_state(
+        state, out_dir, dtype, {**(provenance or {}), "checkpoint": str(Path(checkpoint).resolve())}
+    )
+    if verify and dtype == "float32":
+        info["max_logit_diff"] = verify_export(state, out_dir)
+    return info
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m raygrow.export", description=__doc__.split("\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
@@ -256,8 +278,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    from raygrow.train.state import load_checkpoint
-
     args = parse_args(argv)
     provenance: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="raygrow-export-") as tmp:
@@ -301,3 +321,7 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+else:  # `raygrow.export(checkpoint, out_dir)` (see raygrow/_api.py)
+    from raygrow._api import make_callable
+
+    make_callable(__name__, "raygrow.export:export_checkpoint")

@@ -185,7 +185,7 @@ def markdown_report(
         "## Speedup at matched loss (top 15 completed grown trials)",
         "",
         "speedup = scratch FLOPs to reach the trial's final loss / the trial's FLOPs, interpolated "
-        "in log-compute between annealed scratch budgets (`raygrow.speedup`); bound `lower` = "
+        "in log-compute between annealed scratch budgets (`raygrow.results.speedup`); bound `lower` = "
         "beyond every scratch budget (true speedup is larger), `upper` = below the smallest.",
         "",
     ]
