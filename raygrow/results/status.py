@@ -17,7 +17,6 @@ from typing import Literal
 
 StatusKind = Literal["completed", "stopped", "failed", "running", "unfinished"]
 STATUS_KINDS: tuple[StatusKind, ...] = ("completed", "stopped", "failed", "running", "unfinished")
-TERMINAL_KINDS: tuple[StatusKind, ...] = ("completed", "stopped", "failed")
 KIND_ORDER: dict[str, int] = {
     "completed": 0,
     "stopped": 1,

@@ -13,7 +13,6 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -35,7 +34,6 @@ from raygrow.train.precision import autocast_dtype, cached_peak_flops, resolve_p
 from raygrow.train.state import (
     TrainState,
     checkpoint_name,
-    latest_checkpoint,
     load_checkpoint,
     prune_checkpoints,
     save_checkpoint,
@@ -94,7 +92,6 @@ class Trainer:
         self.device = resolve_device(config.device)
         if config.threads:
             torch.set_num_threads(config.threads)  # before measuring: the cache key has threads
-        self.requested_precision = config.precision
         # resolved once, here: checkpoints and metrics record what actually ran (fp32 or bf16)
         config = config.replace(precision=resolve_precision(config.precision, self.device))
         self.config = config
@@ -466,15 +463,3 @@ def train(
     return Trainer(
         config, schedule, resume=resume, dist=dist, hooks=hooks, data=data, verbose=verbose
     ).run()
-
-
-def find_resume(out_dir: str | Path) -> Path | None:
-    """The newest checkpoint under a run folder, if any."""
-    return latest_checkpoint(Path(out_dir) / "checkpoints")
-
-
-def iter_metrics(out_dir: str | Path) -> Iterator[dict[str, Any]]:
-    path = Path(out_dir) / "metrics.jsonl"
-    if path.exists():
-        for line in path.read_text().splitlines():
-            yield json.loads(line)
