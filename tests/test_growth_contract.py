@@ -6,8 +6,9 @@ FQNs with consistent steps; the input state is untouched and shares no storage; 
 deterministic for a generator and leave the global RNG alone; function-preserving operators
 keep loss and logits (random-init and trained models; MHA, GQA and tied variants) and the others
 do change them; 20 AdamW steps after growth stay finite and close to the pre-growth loss; reports
-round-trip through JSON; depth-then-width composition works; and where an operator's `scale`
-policy claims exact gradient ratios, they match autograd.
+round-trip through JSON; depth-then-width composition works; where an operator's `scale`
+policy claims exact gradient ratios, they match autograd; and the torch-free spec registry
+(`SPECS`, what schedules use) names the same operators and predicts the grown state's shapes.
 """
 
 from __future__ import annotations
@@ -20,14 +21,17 @@ import torch.nn.functional as F
 
 from raygrow.growth import (
     OPERATORS,
+    SPECS,
     GrowthReport,
     GrowthState,
     apply_directives,
     evaluate,
     frozen_fqns,
     get_operator,
+    get_spec,
     grow,
 )
+from raygrow.growth._fqn import expected_shapes
 from raygrow.growth.check import fresh_state, toy_batch_fn, toy_config, train_briefly
 from raygrow.model import build_model, param_fqns
 from raygrow.train.optim import AdamWConfig, build_optimizer
@@ -183,6 +187,24 @@ def test_deterministic_and_global_rng_untouched(op: str, states) -> None:
     assert torch.equal(torch.get_rng_state(), rng)
     assert_same_state(a, b)
     assert ra.directives == rb.directives and ra.loss_after == rb.loss_after
+
+
+# --------------------------------------------------------------------------- torch-free spec
+def test_specs_and_operators_agree() -> None:
+    assert list(SPECS) == list(OPERATORS)
+    for name, op in OPERATORS.items():
+        spec = SPECS[name]
+        assert isinstance(op, type(spec)) and op.describe() == spec.describe()
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("op", OPS)
+def test_spec_grown_config_matches_grown_state(op: str, variant: str, states) -> None:
+    state = states[(variant, "random")]
+    new, _ = run(op, state)
+    config = get_spec(op).grown_config(state.config, **FAST.get(op, {}))
+    assert new.config == config
+    assert {k: tuple(v.shape) for k, v in new.params.items()} == expected_shapes(config)
 
 
 # --------------------------------------------------------------------------- function

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from raygrow.growth._core import Batch, GrowthState, OptimState, grow
+from raygrow.growth._core import grow
+from raygrow.growth.context import Batch, GrowthState, OptimState
 from raygrow.model import ModelConfig, Transformer
 
 

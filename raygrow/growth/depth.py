@@ -13,6 +13,7 @@ whose initialisation is what distinguishes the operators (Du et al. 2024's taxon
 Layer maps: "stack" = [0..L-1] repeated (prts' default, 123456-123456), "interleave" =
 [0,0,1,1,..] (prts' inner stacking, Shen's "alternate"), or an explicit list of source indices
 (partial stacking such as 123x7-456). Non-layer tensors (embeddings, final norm, head) are copied.
+Params and layer-map rules (torch-free) are in `raygrow.growth.depth_spec`.
 """
 
 from __future__ import annotations
@@ -23,85 +24,16 @@ from typing import Any
 
 import torch
 
-from raygrow.errors import ConfigError
-from raygrow.growth._core import GrowthContext, Operator, Param, register
+from raygrow.growth._core import Operator, register
 from raygrow.growth._fqn import BRANCH_OUT_KEYS, GLOBAL_KEYS, LAYER_KEYS, NORM_KEYS, layer_fqn
-from raygrow.model import ModelConfig
-
-FACTOR = Param("factor", "int", None, "integer depth factor g >= 2: L -> g*L (default 2)")
-N_LAYERS = Param("n_layers", "int", None, "target layer count L' > L (alternative to factor)")
-LAYER_MAP = Param(
-    "layer_map",
-    "layer_map",
-    "stack",
-    "stack = [0..L-1]*g, interleave = [0,0,1,1,..], or a list: target layer j <- source map[j]",
-    choices=("stack", "interleave"),
+from raygrow.growth.context import GrowthContext
+from raygrow.growth.depth_spec import (
+    IncrementalSpec,
+    RandomSpec,
+    StackSpec,
+    StagedDepthSpec,
+    ZeroSpec,
 )
-
-
-def target_layers(op: str, config: ModelConfig, p: Mapping[str, Any]) -> int:
-    """Resolve factor / n_layers (either, or neither = factor 2) to the target layer count."""
-    L = config.n_layers
-    factor, n_layers = p.get("factor"), p.get("n_layers")
-    if factor is not None and factor < 2:
-        raise ConfigError(f"{op}: factor={factor} must be an integer >= 2 (L -> factor*L)")
-    if n_layers is not None and n_layers <= L:
-        raise ConfigError(
-            f"{op}: n_layers={n_layers} must exceed the current {L} layers; pass a larger target"
-        )
-    if factor is not None and n_layers is not None and factor * L != n_layers:
-        raise ConfigError(
-            f"{op}: factor={factor} and n_layers={n_layers} disagree for a {L}-layer model; "
-            "pass only one of them"
-        )
-    if n_layers is not None:
-        return n_layers
-    return (factor or 2) * L
-
-
-def resolve_layer_map(
-    op: str, config: ModelConfig, p: dict[str, Any], keep_originals: bool
-) -> list[int]:
-    """The explicit layer map; fills p['n_layers'] and p['factor'] (None if not an integer).
-
-    `keep_originals` (zero, random, staged_depth): every source layer must appear and their
-    first occurrences must be in order 0..L-1, so the original network survives intact.
-    """
-    L = config.n_layers
-    spec = p["layer_map"]
-    if isinstance(spec, list):
-        if p.get("factor") is not None or p.get("n_layers") is not None:
-            n = target_layers(op, config, p)
-            if n != len(spec):
-                raise ConfigError(
-                    f"{op}: layer_map has {len(spec)} entries but the target is {n} layers; "
-                    "drop factor/n_layers or make them agree"
-                )
-        if len(spec) <= L:
-            raise ConfigError(
-                f"{op}: layer_map has {len(spec)} entries; growth needs more than the current {L}"
-            )
-        bad = [i for i in spec if not 0 <= i < L]
-        if bad:
-            raise ConfigError(f"{op}: layer_map entries {bad[:3]} are not source layers 0..{L - 1}")
-        layer_map = list(spec)
-    else:
-        n = target_layers(op, config, p)
-        if spec == "stack":
-            layer_map = [j % L for j in range(n)]
-        else:  # interleave: each source layer repeated (about) n/L times in place
-            layer_map = [j * L // n for j in range(n)]
-    if keep_originals:
-        firsts = [i for j, i in enumerate(layer_map) if i not in layer_map[:j]]
-        if firsts != list(range(L)):
-            raise ConfigError(
-                f"{op}: layer_map must contain every source layer with first occurrences in "
-                f"order 0..{L - 1} (the original network is kept); got {layer_map}"
-            )
-    n = len(layer_map)
-    p["n_layers"] = n
-    p["factor"] = n // L if n % L == 0 else None
-    return layer_map
 
 
 def init_block_tensor(
@@ -151,37 +83,19 @@ def first_occurrence_plan(layer_map: list[int], new_kind: str) -> list[tuple[int
     return plan
 
 
-class _MapDepthOp(Operator):
-    axes = ("depth",)
-    keep_originals = True
-
-    def check(self, config: ModelConfig, p: dict[str, Any]) -> None:
-        resolve_layer_map(self.name, config, p, self.keep_originals)
-
-    def target(self, config: ModelConfig, p: dict[str, Any]) -> ModelConfig:
-        return config.replace(n_layers=p["n_layers"])
-
-    def layer_map(self, ctx: GrowthContext) -> list[int]:
-        return resolve_layer_map(self.name, ctx.old, dict(ctx.p), self.keep_originals)
-
-
-class Stack(_MapDepthOp):
+class Stack(StackSpec, Operator):
     """G_stack (Du et al. 2024): target layer j is a copy of source layer map[j], every tensor
-    included. Not function-preserving (the pilot measured a +0.2 nat jump that recovers fast).
+    included. Not function-preserving (at d_model 128 the loss jumped by about +0.2 nats at
+    growth and recovered fast).
 
     Optimizer: carry copies each block's moments along with its weights (prts itself restarts
     AdamW, i.e. opt_policy='reset'); scale == carry (stacking has no gradient relation)."""
 
-    name = "stack"
-    summary = "copy blocks by a layer map (G_stack, prts default 0..L-1 repeated)"
-    params = (FACTOR, N_LAYERS, LAYER_MAP)
-    keep_originals = False
-
     def transform(self, ctx: GrowthContext, src: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-        return build_layers(ctx, src, [(i, "copy") for i in self.layer_map(ctx)], 1.0)
+        return build_layers(ctx, src, [(i, "copy") for i in self.layer_map(ctx.old, ctx.p)], 1.0)
 
 
-class Zero(_MapDepthOp):
+class Zero(ZeroSpec, Operator):
     """G_zero: new blocks (later occurrences in the layer map) are copies of their source block
     (init='copy', prts' "lemon" branch) or freshly initialised (init='random'), with both
     residual-branch output projections (attn.wo, mlp.w_down) zeroed, so each new pre-norm block
@@ -192,23 +106,14 @@ class Zero(_MapDepthOp):
     have identity Jacobians), so their moments are carried; every new-block tensor starts fresh
     (its gradient is 0 except for wo/w_down, unrelated to the source's)."""
 
-    name = "zero"
-    summary = "new blocks with zeroed attn.wo/mlp.w_down: identity blocks (G_zero)"
-    fp_note = "yes"
-    scale_note = "old blocks carried (gradients unchanged), new blocks fresh"
-    params = (
-        FACTOR,
-        N_LAYERS,
-        LAYER_MAP,
-        Param("init", "str", "copy", "new blocks' other tensors", choices=("copy", "random")),
-    )
-
     def transform(self, ctx: GrowthContext, src: Mapping[str, torch.Tensor]) -> dict[str, Any]:
         kind = "zero_copy" if ctx.p["init"] == "copy" else "zero_random"
-        return build_layers(ctx, src, first_occurrence_plan(self.layer_map(ctx), kind), 0.0)
+        return build_layers(
+            ctx, src, first_occurrence_plan(self.layer_map(ctx.old, ctx.p), kind), 0.0
+        )
 
 
-class Random(_MapDepthOp):
+class Random(RandomSpec, Operator):
     """G_random / MSG depth: new blocks are freshly initialised (model init scheme at the grown
     depth, drawn from the generator). With ramp_steps > 0 the report carries a `branch_ramps`
     directive: the loop scales the new blocks' residual branches by min(1, t / ramp_steps) (MSG's
@@ -216,97 +121,43 @@ class Random(_MapDepthOp):
 
     Optimizer: old blocks carried, new blocks fresh (zero moments, step 0) under every policy."""
 
-    name = "random"
-    summary = "fresh random blocks, optionally ramped in by an MSG mask (G_random)"
-    fp_note = "when ramp_steps > 0 (at t=0)"
-    params = (
-        FACTOR,
-        N_LAYERS,
-        LAYER_MAP,
-        Param("ramp_steps", "int", 100, "MSG mask ramp length in steps; 0 = no ramp (not FP)"),
-    )
-
-    def check(self, config: ModelConfig, p: dict[str, Any]) -> None:
-        super().check(config, p)
-        if p["ramp_steps"] < 0:
-            raise ConfigError(f"random: ramp_steps={p['ramp_steps']} must be >= 0")
-
-    def claims_fp(self, p: Mapping[str, Any]) -> bool:
-        return p["ramp_steps"] > 0
-
     def transform(self, ctx: GrowthContext, src: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-        return build_layers(ctx, src, first_occurrence_plan(self.layer_map(ctx), "random"), 0.0)
+        return build_layers(
+            ctx, src, first_occurrence_plan(self.layer_map(ctx.old, ctx.p), "random"), 0.0
+        )
 
     def directives(self, ctx: GrowthContext) -> dict[str, Any]:
         if ctx.p["ramp_steps"] <= 0:
             return {}
-        plan = first_occurrence_plan(self.layer_map(ctx), "random")
+        plan = first_occurrence_plan(self.layer_map(ctx.old, ctx.p), "random")
         new = [j for j, (_, kind) in enumerate(plan) if kind != "orig"]
         return {"branch_ramps": [{"layers": new, "steps": ctx.p["ramp_steps"]}]}
 
 
-class StagedDepth(_MapDepthOp):
+class StagedDepth(StagedDepthSpec, Operator):
     """Staged Training's depth operator (Shen et al. 2022), done properly for pre-norm models.
 
-    placement='alternate' inserts new layers after each layer (1,1',2,2',..: the cheat-sheet's
-    `alternate_id`), 'append' stacks them on top. new_layers='id' makes each new layer a copy of
-    its neighbour with attn.wo and mlp.w_down zeroed, i.e. the identity, so loss AND old-layer
-    gradients are preserved. The released code instead copies the weights of both positions and
-    only touches the Adam moments, which is *not* loss-preserving for pre-LN models; that
-    behaviour is available as new_layers='copy' (FP is then not claimed). Integer factors > 2
-    repeat the rule (g-1 new layers per source layer).
+    placement='alternate' inserts new layers after each layer (1,1',2,2',..: the `alternate_id`
+    setting of Staged Training's released code), 'append' stacks them on top. new_layers='id'
+    makes each new layer a copy of its neighbour with attn.wo and mlp.w_down zeroed, i.e. the
+    identity, so loss AND old-layer gradients are preserved. The released code instead copies
+    the weights of both positions and only touches the Adam moments, which is *not*
+    loss-preserving for pre-LN models; that behaviour is available as new_layers='copy' (FP is
+    then not claimed). Integer factors > 2 repeat the rule (g-1 new layers per source layer).
 
     Optimizer: scale (Shen's training-dynamics rule for depth, restated): old blocks' moments are
     carried unchanged (their gradients are exactly unchanged), new identity blocks start fresh.
     carry also copies the source moments into the new blocks' non-zeroed tensors."""
 
-    name = "staged_depth"
-    summary = "Shen et al. depth growth: identity-initialised inserted/appended layers"
-    fp_note = "when new_layers='id'"
-    scale_note = "old blocks carried (gradients unchanged), new identity blocks fresh"
-    params = (
-        FACTOR,
-        N_LAYERS,
-        Param(
-            "placement",
-            "str",
-            "alternate",
-            "alternate (1,1',2,2',..) or append (on top)",
-            choices=("alternate", "append"),
-        ),
-        Param(
-            "new_layers",
-            "str",
-            "id",
-            "id = copy with zeroed branch outputs (FP); copy = "
-            "plain copy (released-code behaviour, not FP)",
-            choices=("id", "copy"),
-        ),
-    )
-
-    def check(self, config: ModelConfig, p: dict[str, Any]) -> None:
-        target_layers(self.name, config, p)
-        self._map(config, p)
-
-    def _map(self, config: ModelConfig, p: dict[str, Any]) -> list[int]:
-        q = dict(p, layer_map="interleave" if p["placement"] == "alternate" else "stack")
-        layer_map = resolve_layer_map(self.name, config, q, keep_originals=True)
-        p["n_layers"], p["factor"] = q["n_layers"], q["factor"]
-        return layer_map
-
-    def layer_map(self, ctx: GrowthContext) -> list[int]:
-        return self._map(ctx.old, dict(ctx.p))
-
-    def claims_fp(self, p: Mapping[str, Any]) -> bool:
-        return p["new_layers"] == "id"
-
     def transform(self, ctx: GrowthContext, src: Mapping[str, torch.Tensor]) -> dict[str, Any]:
         kind = "zero_copy" if ctx.p["new_layers"] == "id" else "copy"
         new_grad = 0.0 if kind == "zero_copy" else 1.0
-        return build_layers(ctx, src, first_occurrence_plan(self.layer_map(ctx), kind), new_grad)
+        return build_layers(
+            ctx, src, first_occurrence_plan(self.layer_map(ctx.old, ctx.p), kind), new_grad
+        )
 
 
-class Incremental(Operator):
+class Incremental(IncrementalSpec, Operator):
     """Incremental layer-wise training (Li, Fung & Huang 2024): new randomly initialised layers
     (model init at the grown depth) are added on top; the report's `freeze` directive tells the
     loop to drop the gradients of the old parameters for `phase_steps` steps (phase 1), after
@@ -316,31 +167,6 @@ class Incremental(Operator):
     Optimizer: old tensors carried, new layers fresh, under carry and scale alike. (The paper
     keeps one optimizer through the stages; frozen params simply get no updates, which is what
     dropping their grads does in torch's AdamW: their step does not advance either.)"""
-
-    name = "incremental"
-    axes = ("depth",)
-    summary = "random new layers on top; old params frozen for phase_steps (Li et al. 2024)"
-    params = (
-        FACTOR,
-        N_LAYERS,
-        Param("phase_steps", "int", 100, "steps the old params stay frozen (0 = no freezing)"),
-        Param(
-            "freeze",
-            "str",
-            "layers",
-            "what stays frozen: old blocks, or all old tensors",
-            choices=("layers", "all"),
-        ),
-    )
-
-    def check(self, config: ModelConfig, p: dict[str, Any]) -> None:
-        n = target_layers(self.name, config, p)
-        p["n_layers"], p["factor"] = n, (n // config.n_layers if n % config.n_layers == 0 else None)
-        if p["phase_steps"] < 0:
-            raise ConfigError(f"incremental: phase_steps={p['phase_steps']} must be >= 0")
-
-    def target(self, config: ModelConfig, p: dict[str, Any]) -> ModelConfig:
-        return config.replace(n_layers=p["n_layers"])
 
     def transform(self, ctx: GrowthContext, src: Mapping[str, torch.Tensor]) -> dict[str, Any]:
         L, n = ctx.old.n_layers, ctx.new.n_layers

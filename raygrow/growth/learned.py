@@ -31,13 +31,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raygrow.errors import ConfigError
+from raygrow.config import ModelConfig
 from raygrow.flops import flops_per_token
-from raygrow.growth._core import GrowthContext, Operator, Param, register
+from raygrow.growth._core import Operator, register
 from raygrow.growth._fqn import LAYER_KEYS, layer_fqn
-from raygrow.growth.depth import FACTOR, LAYER_MAP, N_LAYERS, resolve_layer_map
-from raygrow.growth.width import WIDTH_PARAMS, resolve_width, width_config
-from raygrow.model import ModelConfig, Transformer
+from raygrow.growth.context import GrowthContext
+from raygrow.growth.depth_spec import resolve_layer_map
+from raygrow.growth.width_spec import LearnedSpec
+from raygrow.model import Transformer
 
 # (axis of rows, axis of columns) for the width expansion; None = not expanded
 LIGO_AXES: dict[str, tuple[str, str | None]] = {
@@ -58,48 +59,8 @@ def _axis_sizes(c: ModelConfig) -> dict[str, int]:
     return {"d": c.d_model, "q": q, "k": kv, "v": kv, "o": q, "f": c.ff_dim}
 
 
-class Learned(Operator):
+class Learned(LearnedSpec, Operator):
     """LiGO-style learned growth (depth, and width when a width target is given)."""
-
-    name = "learned"
-    axes = ("depth", "width")
-    summary = "LiGO: train a linear growth map (init = stacking) for phase_steps, materialise"
-    needs_train_batches = True
-    params = (
-        FACTOR,
-        N_LAYERS,
-        LAYER_MAP,
-        *WIDTH_PARAMS,
-        Param("phase_steps", "int", 100, "steps of training the growth map"),
-        Param("lr", "float", 7e-5, "peak LR of the map (prts: 7e-5)"),
-        Param("min_lr", "float", 7e-6, "final LR of the map's cosine (prts: 7e-6)"),
-        Param("warmup_steps", "int", 50, "linear warm-up steps of the map's LR"),
-    )
-
-    def check(self, config: ModelConfig, p: dict[str, Any]) -> None:
-        widen = any(p[k] is not None for k in ("d_model", "n_heads", "d_ff"))
-        deepen = (
-            p["factor"] not in (None, 1)
-            or (p["n_layers"] is not None and p["n_layers"] != config.n_layers)
-            or isinstance(p["layer_map"], list)
-            or not widen
-        )
-        if deepen:
-            resolve_layer_map(self.name, config, p, keep_originals=False)
-        else:
-            p["factor"], p["n_layers"] = 1, config.n_layers
-        if widen:
-            resolve_width(self.name, config, p)
-        if p["phase_steps"] < 0 or p["warmup_steps"] < 0:
-            raise ConfigError("learned: phase_steps and warmup_steps must be >= 0")
-        if p["lr"] <= 0 or p["min_lr"] < 0:
-            raise ConfigError("learned: lr must be > 0 and min_lr >= 0")
-
-    def target(self, config: ModelConfig, p: dict[str, Any]) -> ModelConfig:
-        grown = config.replace(n_layers=p["n_layers"])
-        if p["d_model"] is not None:
-            grown = width_config(grown, p)
-        return grown
 
     def _layer_map(self, ctx: GrowthContext) -> list[int]:
         if ctx.new.n_layers == ctx.old.n_layers and not isinstance(ctx.p["layer_map"], list):

@@ -30,44 +30,15 @@ from typing import Any
 
 import torch
 
-from raygrow.errors import ConfigError
-from raygrow.growth._core import GrowthContext, Param, register
+from raygrow.growth._core import Operator, register
 from raygrow.growth._fqn import layer_fqn, split_fqn
-from raygrow.growth.width import WIDTH_PARAMS, _WidthOp, block_grow
-from raygrow.model import ModelConfig
+from raygrow.growth.context import GrowthContext
+from raygrow.growth.width import block_grow
+from raygrow.growth.width_spec import MixtureSpec
 
 
-class Mixture(_WidthOp):
+class Mixture(MixtureSpec, Operator):
     """MixtureGrowth width growth: diagonal = trained weights, off-diagonal = new template mixes."""
-
-    name = "mixture"
-    summary = "MixtureGrowth: off-diagonal blocks = new combinations of trained templates"
-    fp_note = "when coefs='zero'"
-    scale_note = "template-mixed moments, then staged_width's m/n, v/n^2 (approximate)"
-    integer = True
-    same_factor = True
-    ff_only_ok = False
-    params = WIDTH_PARAMS + (
-        Param(
-            "coefs",
-            "str",
-            "orthogonal",
-            "off-diagonal template coefficients",
-            choices=("orthogonal", "copy", "random", "zero"),
-        ),
-        Param("coef_scale", "float", 1.0, "norm of each new coefficient vector"),
-    )
-
-    def check(self, config: ModelConfig, p: dict[str, Any]) -> None:
-        super().check(config, p)
-        if p["coefs"] == "orthogonal" and config.n_layers < 2:
-            raise ConfigError(
-                "mixture: coefs='orthogonal' needs a bank of >= 2 layers (templates); the model "
-                "has 1, use coefs='copy' or 'random'"
-            )
-
-    def claims_fp(self, p: Mapping[str, Any]) -> bool:
-        return p["coefs"] == "zero"
 
     def prepare(self, ctx: GrowthContext) -> None:
         L, n, mode = ctx.old.n_layers, ctx.new.d_model // ctx.old.d_model, ctx.p["coefs"]

@@ -1,5 +1,7 @@
 """Width operators: grow d_model (and with it the heads, head_dim fixed for RoPE) and/or d_ff.
 
+Params and target rules (torch-free) are in `raygrow.growth.width_spec`.
+
 Targets: `d_model` (a multiple of head_dim; default 2x), or `n_heads` (d_model = n_heads *
 head_dim), and `d_ff` (default: scaled with d_model; an explicit d_ff alone grows only the MLP
 where the operator allows it). n_kv_heads scales with n_heads, so the GQA ratio is kept.
@@ -29,15 +31,17 @@ from typing import Any
 
 import torch
 
-from raygrow.errors import ConfigError
-from raygrow.growth._core import GrowthContext, Operator, Param, register
+from raygrow.config import ModelConfig
+from raygrow.growth._core import Operator, register
 from raygrow.growth._fqn import split_fqn
-from raygrow.model import ModelConfig
-
-D_MODEL = Param("d_model", "int", None, "target d_model, a multiple of head_dim (default 2x)")
-N_HEADS = Param("n_heads", "int", None, "target query heads (sets d_model = n_heads * head_dim)")
-D_FF = Param("d_ff", "int", None, "target SwiGLU width (default: scaled with d_model)")
-WIDTH_PARAMS = (D_MODEL, N_HEADS, D_FF)
+from raygrow.growth.context import GrowthContext
+from raygrow.growth.width_spec import (
+    HyperCloningSpec,
+    Net2NetSpec,
+    RandomWidthSpec,
+    StagedWidthSpec,
+    ZeroWidthSpec,
+)
 
 # (row axis, column axis) of every tensor; axes: v vocab, d residual, q query dims, kv kv dims,
 # f SwiGLU hidden units
@@ -57,102 +61,6 @@ AXES_OF: dict[str, tuple[str, ...]] = {
 }
 # tensors that *write* new units (residual producers): zero_width zeroes their new entries
 WRITERS = ("tok_embeddings.weight", "attn.wo.weight", "mlp.w_down.weight")
-
-
-def resolve_width(
-    op: str,
-    config: ModelConfig,
-    p: dict[str, Any],
-    *,
-    integer: bool = False,
-    same_factor: bool = False,
-    ff_only_ok: bool = True,
-) -> tuple[int, int]:
-    """Fill p['d_model'], p['n_heads'], p['d_ff'] from the given targets; return (D'/D, F'/F)
-    as integers when they are (else 0). `integer`: both ratios must be integers; `same_factor`:
-    and equal (block-structured operators); `ff_only_ok`: d_model may stay unchanged."""
-    D, E, H, K, F = (
-        config.d_model,
-        config.head_dim,
-        config.n_heads,
-        config.kv_heads,
-        config.ff_dim,
-    )
-    d, h, f = p.get("d_model"), p.get("n_heads"), p.get("d_ff")
-    if h is not None:
-        if d is not None and d != h * E:
-            raise ConfigError(
-                f"{op}: n_heads={h} means d_model={h * E} (head_dim {E} is fixed for RoPE), but "
-                f"d_model={d}; pass only one of them"
-            )
-        d = h * E
-    if d is None:
-        d = D if (f is not None and ff_only_ok) else 2 * D
-    if d < D:
-        raise ConfigError(f"{op}: d_model={d} is below the current {D}; growth cannot shrink")
-    if d % E:
-        raise ConfigError(
-            f"{op}: d_model={d} is not a multiple of head_dim={E} (RoPE keeps head_dim; width "
-            f"growth adds heads); pick a multiple of {E}, e.g. {2 * D}"
-        )
-    h = d // E
-    if (K * h) % H:
-        raise ConfigError(
-            f"{op}: {h} query heads cannot keep the GQA ratio {H}:{K}; pick d_model so that "
-            f"n_heads is a multiple of {H // math.gcd(H, K)}"
-        )
-    if f is None and config.d_ff is not None:
-        if (config.d_ff * d) % D:
-            raise ConfigError(f"{op}: d_ff={config.d_ff} does not scale to d_model={d}; pass d_ff")
-        f = config.d_ff * d // D
-    f_new = 4 * d if f is None else f
-    if f_new < F:
-        raise ConfigError(f"{op}: d_ff={f_new} is below the current {F}; growth cannot shrink")
-    if d == D and f_new == F:
-        raise ConfigError(f"{op}: target equals the current width; pass a larger d_model or d_ff")
-    if d == D and not ff_only_ok:
-        raise ConfigError(f"{op}: d_model must grow; pass d_model > {D}")
-    n = d // D if d % D == 0 else 0
-    n_f = f_new // F if f_new % F == 0 else 0
-    if integer and (not n or not n_f):
-        raise ConfigError(
-            f"{op}: needs integer growth factors, got d_model {D}->{d} and d_ff {F}->{f_new}; "
-            "use multiples of the current sizes"
-        )
-    if same_factor and n != n_f:
-        raise ConfigError(
-            f"{op}: d_model and d_ff must grow by the same integer factor (block structure); got "
-            f"{D}->{d} and {F}->{f_new}; drop d_ff or pass d_ff={n * F}"
-        )
-    p["d_model"], p["n_heads"], p["d_ff"] = d, h, f
-    return n, n_f
-
-
-def width_config(config: ModelConfig, p: Mapping[str, Any]) -> ModelConfig:
-    h = p["n_heads"]
-    kv = None if config.n_kv_heads is None else config.kv_heads * h // config.n_heads
-    return config.replace(d_model=p["d_model"], n_heads=h, n_kv_heads=kv, d_ff=p["d_ff"])
-
-
-class _WidthOp(Operator):
-    axes = ("width",)
-    params = WIDTH_PARAMS
-    integer = False
-    same_factor = False
-    ff_only_ok = True
-
-    def check(self, config: ModelConfig, p: dict[str, Any]) -> None:
-        resolve_width(
-            self.name,
-            config,
-            p,
-            integer=self.integer,
-            same_factor=self.same_factor,
-            ff_only_ok=self.ff_only_ok,
-        )
-
-    def target(self, config: ModelConfig, p: dict[str, Any]) -> ModelConfig:
-        return width_config(config, p)
 
 
 # --------------------------------------------------------------------------- replication
@@ -255,7 +163,7 @@ def replicate(
     return out
 
 
-class Net2Net(_WidthOp):
+class Net2Net(Net2NetSpec, Operator):
     """Net2WiderNet (Chen et al. 2016) for SwiGLU units, attention heads and the residual stream.
 
     New unit j copies source unit g(j) (map='random': identity then random picks, the paper's g;
@@ -270,34 +178,6 @@ class Net2Net(_WidthOp):
 
     Optimizer: carry copies moments with the units. scale multiplies m by 1/count(written unit),
     v by its square: the exact gradient ratio at the growth point (tested)."""
-
-    name = "net2net"
-    summary = "Net2WiderNet unit splitting (SwiGLU units, GQA head groups, residual x k)"
-    fp_note = "when noise=0"
-    scale_note = "m / copy count of the written unit, v / count^2 (exact gradient ratio)"
-    params = WIDTH_PARAMS + (
-        Param(
-            "map",
-            "str",
-            "random",
-            "how new units pick their source: random or from_left",
-            choices=("random", "from_left"),
-        ),
-        Param("noise", "float", 0.0, "relative std of symmetry-breaking noise (0 keeps FP)"),
-    )
-
-    def check(self, config: ModelConfig, p: dict[str, Any]) -> None:
-        super().check(config, p)
-        if p["d_model"] % config.d_model:
-            raise ConfigError(
-                f"net2net: d_model {config.d_model}->{p['d_model']} is not an integer factor; "
-                "RMSNorm needs uniform replication of the residual stream, pick a multiple"
-            )
-        if p["noise"] < 0:
-            raise ConfigError(f"net2net: noise={p['noise']} must be >= 0")
-
-    def claims_fp(self, p: Mapping[str, Any]) -> bool:
-        return p["noise"] == 0
 
     def prepare(self, ctx: GrowthContext) -> None:
         mode = "tile" if ctx.p["map"] == "from_left" else "random"
@@ -323,7 +203,7 @@ class Net2Net(_WidthOp):
         return replicate(ctx, src, maps, noise if rel > 0 else None)
 
 
-class HyperCloning(_WidthOp):
+class HyperCloning(HyperCloningSpec, Operator):
     """HyperCloning (Samragh et al. 2024): integer factors n (d_model, heads) and n_f (d_ff):
     W' = W.repeat(n_out, n_in) / n_in, norm gains and embeddings repeated (no division), head
     `output.weight.repeat(1, n) / n`; heads and kv heads multiplied by n with head_dim unchanged.
@@ -336,20 +216,6 @@ class HyperCloning(_WidthOp):
 
     Optimizer: carry tiles the moments. scale: m / n, v / n^2 for every tensor except the
     untied head (gradient ratio 1) and, when tied, the final norm (ratio 1) - exact ratios."""
-
-    name = "hypercloning"
-    summary = "HyperCloning: tile weights, divide by input copies (FP, optional cancelling noise)"
-    fp_note = "yes"
-    scale_note = "m / n, v / n^2 (untied head, tied final norm: 1); exact gradient ratios"
-    integer = True
-    params = WIDTH_PARAMS + (
-        Param(
-            "noise_snr_db",
-            "float",
-            None,
-            "cancelling symmetry-breaking noise at this SNR in dB (e.g. 10); null = none",
-        ),
-    )
 
     def prepare(self, ctx: GrowthContext) -> None:
         ctx.plan["maps"] = build_unit_maps(ctx.old, ctx.new, "tile", "tile", ctx.generator)
@@ -404,7 +270,7 @@ def block_grow(
     return out
 
 
-class StagedWidth(_WidthOp):
+class StagedWidth(StagedWidthSpec, Operator):
     """Staged Training's width operator (Shen et al. 2022), RMSNorm version, factor n (2 = the
     paper): every matrix becomes block-diagonal [[W, 0], [0, W]] (Q/K/V per slice, heads and kv
     heads doubled with head_dim fixed), embeddings and head [E, E], norm gains duplicated
@@ -417,14 +283,6 @@ class StagedWidth(_WidthOp):
     blocks start with zero moments. carry copies moments without scaling. Caveat: off-diagonal
     blocks also get gradients, so the function can move up to ~2x faster per step; Shen et al.
     re-warm the LR (lr_policy with rewarm_steps)."""
-
-    name = "staged_width"
-    summary = "Shen et al. block-diagonal width doubling (final norm / n; Adam m/n, v/n^2)"
-    fp_note = "yes"
-    scale_note = "m / n, v / n^2 (the paper's m/2, v/4); final norm unchanged"
-    integer = True
-    same_factor = True
-    ff_only_ok = False
 
     def transform(self, ctx: GrowthContext, src: Mapping[str, torch.Tensor]) -> dict[str, Any]:
         n = ctx.new.d_model // ctx.old.d_model
@@ -460,7 +318,7 @@ def pad_grow(
     return out
 
 
-class ZeroWidth(_WidthOp):
+class ZeroWidth(ZeroWidthSpec, Operator):
     """G_zero for width, made exactly FP under RMSNorm. New units are appended; the tensors that
     *write* new units (embedding columns, attn.wo and mlp.w_down new rows/columns) get zeros, the
     tensors that *read* them (wq/wk/wv, w_gate/w_up, output) get N(0, init_std), so new residual
@@ -473,15 +331,6 @@ class ZeroWidth(_WidthOp):
     rsqrt(mean' + eps') * sqrt(D/D') == rsqrt(mean + eps) exactly). d_ff-only growth changes no
     norm. Optimizer: old entries carried (their gradients are unchanged, except norm gains:
     ratio sqrt(D'/D), applied by scale), new entries fresh."""
-
-    name = "zero_width"
-    summary = "append units: writers zero, readers random; norm gains/eps rescaled (exact FP)"
-    fp_note = "yes"
-    scale_note = "old entries carried (gradients unchanged; norm gains x sqrt(D'/D)), new fresh"
-
-    def target(self, config: ModelConfig, p: dict[str, Any]) -> ModelConfig:
-        grown = width_config(config, p)
-        return grown.replace(norm_eps=config.norm_eps * config.d_model / grown.d_model)
 
     def transform(self, ctx: GrowthContext, src: Mapping[str, torch.Tensor]) -> dict[str, Any]:
         norm_value = math.sqrt(ctx.old.d_model / ctx.new.d_model)
@@ -496,15 +345,12 @@ class ZeroWidth(_WidthOp):
         return pad_grow(ctx, src, new_entries, norm_value)
 
 
-class RandomWidth(_WidthOp):
+class RandomWidth(RandomWidthSpec, Operator):
     """G_random for width: new units appended with the model's own init (matrices
     N(0, init_std), residual outputs N(0, init_std / sqrt(2L)), new norm gains 1). MSG makes this
     FP with a mask ramp *and* norm statistics over the active units only; this model has neither
     (its RMSNorm always normalises over all of d_model), so random_width is not FP.
     Optimizer: old entries carried, new entries fresh; scale == carry."""
-
-    name = "random_width"
-    summary = "append randomly initialised units (G_random width, no MSG mask: not FP)"
 
     def transform(self, ctx: GrowthContext, src: Mapping[str, torch.Tensor]) -> dict[str, Any]:
         residual_std = ctx.new.init_std / math.sqrt(2 * ctx.new.n_layers)
