@@ -2,7 +2,7 @@
 
     python docs/screenshot_ui.py [--store DIR] [--out docs/mlflow_ui.png] [--port P]
 
-Without --store it logs a small *synthetic* search (raygrow.analysis.synthetic: a parent run,
+Without --store it logs a small *synthetic* search (tests/fixtures/synthetic.py: a parent run,
 annealed scratch arms at three budgets, the small model alone, and grown schedules at three
 timings x two operators x two seeds, one stopped by ASHA) into a fresh SQLite store through
 `SearchTracker`, exactly as the search's callback would. Point --store at a real search's output
@@ -36,6 +36,14 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+# the synthetic search and the `mlflow ui` runner are test fixtures, not part of raygrow
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from fixtures.mlflow_server import local_server, stop_group  # noqa: E402
+from fixtures.synthetic import Plan, log_search  # noqa: E402
+
+from raygrow.model import ModelConfig  # noqa: E402
+from raygrow.tracking import SearchTracker, default_tracking_uri  # noqa: E402
+
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -51,10 +59,6 @@ CHROMIUM_FLAGS = [
 
 
 def synthetic_store(folder: Path) -> tuple[str, str]:
-    from raygrow.analysis.synthetic import Plan, log_search
-    from raygrow.model import ModelConfig
-    from raygrow.tracking import SearchTracker, default_tracking_uri
-
     uri = default_tracking_uri(folder)
     experiment = "depth-gstack-4x64"
     tracker = SearchTracker(uri, experiment)
@@ -123,10 +127,8 @@ def _browser(profile: str, *extra: str) -> subprocess.Popen:
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    from raygrow.tracking import _stop_group  # SIGTERM/SIGKILL by process group id
-
     if proc.poll() is None:
-        _stop_group(proc)
+        stop_group(proc)  # SIGTERM/SIGKILL by process group id
 
 
 def screenshot_plain(page: str, out: Path, budget_ms: int = 25_000) -> None:
@@ -253,8 +255,6 @@ def main() -> int:
     p.add_argument("--out", default=str(Path(__file__).with_name("mlflow_ui.png")))
     p.add_argument("--port", type=int, default=None)
     args = p.parse_args()
-
-    from raygrow.tracking import default_tracking_uri, local_server
 
     with tempfile.TemporaryDirectory(prefix="raygrow-ui-") as tmp:
         if args.store:

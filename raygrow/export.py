@@ -47,6 +47,12 @@ import torch
 
 from raygrow.errors import ConfigError, cli_entry
 from raygrow.model import ModelConfig, build_model
+from raygrow.tracking import (
+    check_reachable,
+    checkpoint_of_run,
+    resolve_tracking_uri,
+    tracking_uri_origin,
+)
 from raygrow.train.state import load_checkpoint
 
 _LAYER_MAP = {
@@ -282,20 +288,13 @@ def main(argv: list[str] | None = None) -> int:
     provenance: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="raygrow-export-") as tmp:
         if args.run_id:
-            from raygrow.tracking import (
-                SearchTracker,
-                checkpoint_of_run,
-                resolve_tracking_uri,
-                tracking_uri_origin,
-            )
-
             uri = resolve_tracking_uri(args.tracking_uri, None)
             if not uri:
                 raise ConfigError(
                     "--run-id needs the store: pass --tracking-uri sqlite:////abs/path/mlflow.db "
                     "(or set MLFLOW_TRACKING_URI)"
                 )
-            SearchTracker.check_reachable(uri, origin=tracking_uri_origin(args.tracking_uri))
+            check_reachable(uri, origin=tracking_uri_origin(args.tracking_uri))
             path = checkpoint_of_run(uri, args.run_id, tmp)
             provenance.update(run_id=args.run_id, tracking_uri=uri)
         else:

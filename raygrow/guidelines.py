@@ -20,6 +20,13 @@ import sys
 from pathlib import Path
 
 from raygrow.errors import ConfigError, cli_entry
+from raygrow.tracking import (
+    check_reachable,
+    default_tracking_uri,
+    resolve_tracking_uri,
+    sqlite_path,
+    tracking_uri_origin,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,20 +54,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def resolve_uri(uri: str | None, experiment: str) -> str:
     """`--tracking-uri`, else $MLFLOW_TRACKING_URI, else ./raygrow_runs/<experiment>/mlflow.db."""
-    from raygrow.tracking import (
-        SearchTracker,
-        default_tracking_uri,
-        resolve_tracking_uri,
-        sqlite_path,
-        tracking_uri_origin,
-    )
-
     origin = tracking_uri_origin(uri)
     uri = resolve_tracking_uri(uri, default_tracking_uri(Path("raygrow_runs") / experiment))
     assert uri is not None
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         uri = "sqlite:///" + str(Path(uri[len("sqlite:///") :]).resolve())  # reading: cwd is fine
-    SearchTracker.check_reachable(uri, origin=origin)
+    check_reachable(uri, origin=origin)
     db = sqlite_path(uri)
     if db is not None and not db.is_file():
         raise ConfigError(f"no MLflow store at {db}; pass the search's --tracking-uri")

@@ -18,6 +18,7 @@ from raygrow.export import (
     verify_export,
 )
 from raygrow.model import ModelConfig, Transformer, build_model, param_fqns
+from raygrow.tracking import SearchTracker
 from raygrow.train.state import TrainState, save_checkpoint
 
 CONFIGS = {
@@ -124,8 +125,6 @@ def test_transformers_llama_gives_the_same_logits(name: str, tmp_path: Path) -> 
 
 
 def test_cli_from_checkpoint_and_from_run(tmp_path: Path, capsys) -> None:
-    from raygrow.tracking import SearchTracker
-
     config = CONFIGS["tied-gqa"]
     ckpt = save_checkpoint(
         make_state(config), tmp_path / "run" / "checkpoints" / "ckpt-000000040.pt"

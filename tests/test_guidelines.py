@@ -12,10 +12,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from fixtures.mlflow_store import sqlite_store
+from fixtures.synthetic import Plan, log_search
 
 from raygrow.analysis import fit as F
 from raygrow.analysis.speedups import add_speedups, validity
-from raygrow.analysis.synthetic import Plan, log_search
 from raygrow.guidelines import main
 from raygrow.model import ModelConfig
 from raygrow.tracking import SearchTracker

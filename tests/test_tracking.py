@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures.mlflow_server import free_port, local_server
 from fixtures.mlflow_store import sqlite_store
 
 from raygrow.errors import ConfigError
@@ -18,13 +19,10 @@ from raygrow.tracking import (
     SearchTracker,
     corpus_dataset_input,
     default_tracking_uri,
-    flatten,
-    free_port,
-    local_server,
     resolve_tracking_uri,
-    status_kind,
     tracking_uri_origin,
 )
+from raygrow.tracking.schema import flatten, status_kind
 
 REPO = Path(__file__).resolve().parents[1]
 GROWN_PARAMS = {

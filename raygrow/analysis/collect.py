@@ -30,7 +30,17 @@ from typing import Any
 
 import pyarrow as pa
 
-from raygrow.errors import ConfigError
+from raygrow.tracking import reader
+from raygrow.tracking.schema import (
+    TAG_ARM,
+    TAG_OPERATORS,
+    TAG_PARENT,
+    TAG_SEARCH,
+    TAG_STATUS,
+    TAG_STATUS_KIND,
+    TAG_TRIAL,
+    status_kind,
+)
 
 P_TIMING = ("grow_at_tokens", "growth_tokens", "stages.0.at_tokens")
 P_TIMING_FRAC = ("grow_at_frac", "grow_at", "growth.stages.0.at", "stages.0.at_frac", "stages.0.at")
@@ -68,26 +78,20 @@ def _first(params: dict[str, str], keys: Sequence[str]) -> str | None:
     return None
 
 
-def _history(client: Any, run_id: str, key: str) -> list[tuple[int, float]]:
-    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
-
-
 def trial_row(client: Any, run: Any, experiment: str) -> tuple[dict[str, Any], dict[str, list]]:
     """One trial's row and its curve (see the module docstring for every derived field)."""
-    from raygrow import tracking as T
-
     info, data = run.info, run.data
     params, tags, metrics = data.params, data.tags, data.metrics
-    curve = T.run_curve(client, info.run_id)
-    status = tags.get(T.TAG_STATUS, "")
-    kind = tags.get(T.TAG_STATUS_KIND) or _kind(status, info.status)
+    curve = reader.run_curve(client, info.run_id)
+    status = tags.get(TAG_STATUS, "")
+    kind = tags.get(TAG_STATUS_KIND) or _kind(status, info.status)
     row: dict[str, Any] = {
         "experiment": experiment,
-        "search": tags.get(T.TAG_SEARCH, ""),
-        "parent_run_id": tags.get(T.TAG_PARENT, ""),
+        "search": tags.get(TAG_SEARCH, ""),
+        "parent_run_id": tags.get(TAG_PARENT, ""),
         "run_id": info.run_id,
-        "trial_id": tags.get(T.TAG_TRIAL, info.run_name or info.run_id),
-        "arm": tags.get(T.TAG_ARM, "grown"),
+        "trial_id": tags.get(TAG_TRIAL, info.run_name or info.run_id),
+        "arm": tags.get(TAG_ARM, "grown"),
         "status": status or "running",
         "status_kind": kind,
         "mlflow_status": info.status,
@@ -106,7 +110,7 @@ def trial_row(client: Any, run: Any, experiment: str) -> tuple[dict[str, Any], d
     row["c_6nd"] = 6.0 * row["n_params"] * budget
 
     # growth facts
-    growth = _history(client, info.run_id, "growth_loss_before")
+    growth = reader.metric_history(client, info.run_id, "growth_loss_before")
     row["n_growth_events"] = len(growth)
     timing = float(growth[0][0]) if growth else _num(_first(params, P_TIMING))
     if not math.isfinite(timing):
@@ -114,11 +118,9 @@ def trial_row(client: Any, run: Any, experiment: str) -> tuple[dict[str, Any], d
     row["growth_tokens"] = timing if row["arm"] == "grown" else math.nan
     row["growth_frac"] = row["growth_tokens"] / budget if budget else math.nan
     row["factor"] = _factor(client, info.run_id, params) if row["arm"] == "grown" else math.nan
-    operator = _operator(params) or tags.get(T.TAG_OPERATORS, "").replace(",", "+") or "none"
+    operator = _operator(params) or tags.get(TAG_OPERATORS, "").replace(",", "+") or "none"
     row["operator"] = operator if row["arm"] == "grown" else "none"
-    row["checkpoint_path"] = (
-        tags.get(T.TAG_CHECKPOINT) or tags.get("checkpoint_path") or params.get("checkpoint_path")
-    )
+    row["checkpoint_path"] = reader.recorded_checkpoint(tags, params)
     row["params_json"] = json.dumps(params, sort_keys=True)
     for key, value in params.items():
         row[f"params.{key}"] = value
@@ -137,8 +139,6 @@ def _operator(params: dict[str, str]) -> str | None:
 
 
 def _kind(status: str, mlflow_status: str) -> str:
-    from raygrow.tracking import status_kind
-
     try:
         return status_kind(status)
     except ValueError:
@@ -152,7 +152,7 @@ def _factor(client: Any, run_id: str, params: dict[str, str]) -> float:
     if math.isfinite(given):
         return given
     for key in ("n_layers", "d_model"):
-        hist = _history(client, run_id, key)
+        hist = reader.metric_history(client, run_id, key)
         if hist and hist[0][1] and hist[-1][1] != hist[0][1]:
             return hist[-1][1] / hist[0][1]
     return math.nan
@@ -160,45 +160,23 @@ def _factor(client: Any, run_id: str, params: dict[str, str]) -> float:
 
 def collect_runs(tracking_uri: str, experiments: Sequence[str]) -> tuple[pa.Table, pa.Table]:
     """(trials, curves) for every trial run of the named experiments."""
-    from mlflow.tracking import MlflowClient
-
-    from raygrow import tracking as T
-
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = reader.open_client(tracking_uri)
     rows: list[dict[str, Any]] = []
     long: dict[str, list] = {
         k: [] for k in ("experiment", "run_id", "trial_id", "arm", "tokens", "flops", "val_loss")
     }
     for name in experiments:
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            known = sorted(e.name for e in client.search_experiments())
-            raise ConfigError(
-                f"experiment {name!r} not found in {tracking_uri}; known experiments: {known}"
-            )
-        token = None
-        while True:
-            page = client.search_runs(
-                [exp.experiment_id],
-                filter_string=f"tags.`{T.TAG_ROLE}` = 'trial'",
-                max_results=1000,
-                page_token=token,
-                order_by=["attributes.start_time ASC"],
-            )
-            for run in page:
-                row, curve = trial_row(client, run, name)
-                rows.append(row)
-                n = len(curve["flops"])
-                long["experiment"] += [name] * n
-                long["run_id"] += [row["run_id"]] * n
-                long["trial_id"] += [row["trial_id"]] * n
-                long["arm"] += [row["arm"]] * n
-                long["tokens"] += curve["tokens"]
-                long["flops"] += curve["flops"]
-                long["val_loss"] += curve["val_loss"]
-            token = page.token
-            if not token:
-                break
+        for run in reader.trial_runs(client, name):
+            row, curve = trial_row(client, run, name)
+            rows.append(row)
+            n = len(curve["flops"])
+            long["experiment"] += [name] * n
+            long["run_id"] += [row["run_id"]] * n
+            long["trial_id"] += [row["trial_id"]] * n
+            long["arm"] += [row["arm"]] * n
+            long["tokens"] += curve["tokens"]
+            long["flops"] += curve["flops"]
+            long["val_loss"] += curve["val_loss"]
     return _rows_to_table(rows), pa.table(long)
 
 

@@ -185,8 +185,9 @@ def markdown_report(
         "## Speedup at matched loss (top 15 completed grown trials)",
         "",
         "speedup = scratch FLOPs to reach the trial's final loss / the trial's FLOPs, interpolated "
-        "in log-compute between annealed scratch budgets (`raygrow.results.speedup`); bound `lower` = "
-        "beyond every scratch budget (true speedup is larger), `upper` = below the smallest.",
+        "in log-compute between annealed scratch budgets (`raygrow.results.speedup`); bound "
+        "`lower` = beyond every scratch budget (true speedup is larger), `upper` = below the "
+        "smallest.",
         "",
     ]
     grown = trials[(trials["arm"] == "grown") & (trials["status_kind"] == "completed")]

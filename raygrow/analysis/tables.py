@@ -2,35 +2,15 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
+# one Markdown writer for the search's ranked table (written by tracking) and the reports here
+from raygrow.tracking.render import to_markdown
 
-def _cell(value: Any, floatfmt: str) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "–"
-        return format(value, floatfmt)
-    if isinstance(value, list | tuple):
-        return f"[{len(value)} values]"
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def to_markdown(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
-    """A GitHub-flavoured Markdown table (no `tabulate` needed); NaN/None shown as `–`."""
-    if df.empty:
-        return "_(no rows)_"
-    cols = [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for row in df.itertuples(index=False):
-        lines.append("| " + " | ".join(_cell(v, floatfmt) for v in row) + " |")
-    return "\n".join(lines)
+__all__ = ["list_columns", "to_markdown", "write_table"]
 
 
 def list_columns(df: pd.DataFrame) -> list[str]:
