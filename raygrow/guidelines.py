@@ -73,9 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"--bootstrap {args.bootstrap} must be >= 0")
     uri = resolve_uri(args.tracking_uri, args.experiment[0])
     out = Path(args.out or Path("raygrow_runs") / args.experiment[0] / "guidelines")
-    from raygrow.analysis.report import run_guidelines
+    # here, not at the top: pandas and matplotlib take ~1.5 s, bad flags fail before that
+    from raygrow.analysis.report import fit_guidelines
 
-    summary = run_guidelines(
+    summary = fit_guidelines(
         uri, args.experiment, out, n_boot=max(1, args.bootstrap), form=args.form, seed=args.seed
     )
     print(f"{summary['n_trials']} trials from {', '.join(args.experiment)} -> {out.resolve()}")

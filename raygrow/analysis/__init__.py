@@ -7,7 +7,7 @@
                  bootstrap intervals; G_stack's formula for comparison
     tables.py    CSV / Parquet / Markdown / LaTeX writers
     plots.py     loss vs FLOPs, speedup heatmap, timing guideline (matplotlib Agg)
-    report.py    `run_guidelines`: everything above, behind `python -m raygrow.guidelines`
+    report.py    `fit_guidelines`: everything above, behind `python -m raygrow.guidelines`
 
 Submodules are imported on use; importing this package is cheap.
 """

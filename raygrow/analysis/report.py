@@ -1,4 +1,4 @@
-"""`run_guidelines`: MLflow runs -> tables, plots and a Markdown report in one folder.
+"""`fit_guidelines`: MLflow runs -> tables, plots and a Markdown report in one folder.
 
 Output folder:
     guidelines.md                      the report (every table below, notes, definitions)
@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from raygrow.analysis import fit as F
 from raygrow.analysis import plots, rank, speedups
+from raygrow.analysis.collect import collect_runs
 from raygrow.analysis.tables import to_markdown, write_table
 
 TRIAL_COLUMNS = [
@@ -65,7 +66,7 @@ def analyse(trials: pd.DataFrame, n_boot: int = 1000, form: str = "gstack", seed
     }
 
 
-def run_guidelines(
+def fit_guidelines(
     tracking_uri: str,
     experiments: Sequence[str],
     out_dir: str | Path,
@@ -75,8 +76,6 @@ def run_guidelines(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Collect, analyse, write. Returns a summary (paths, counts, fit)."""
-    from raygrow.analysis.collect import collect_runs
-
     out = Path(out_dir)
     (out / "plots").mkdir(parents=True, exist_ok=True)
     trials_tbl, curves_tbl = collect_runs(tracking_uri, experiments)
