@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 
@@ -246,3 +248,13 @@ def test_slope_trigger_bounds_and_warmup_plateau() -> None:
     # a flat warm-up start is ignored: only slopes after the steepest point count
     assert not s.is_due(0, 0, 3e11, None, 1e12, flat_then_steep)
     assert math.isfinite(smoothed_slope(flat_then_steep))
+
+
+def test_light_core_imports_without_torch() -> None:
+    """Schedules, configs, FLOP accounting, train config and growth specs never load torch."""
+    code = (
+        "import sys, raygrow.schedule, raygrow.config, raygrow.flops, raygrow.train.config, "
+        "raygrow.growth; raygrow.growth.get_spec('stack'); "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
