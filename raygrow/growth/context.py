@@ -99,10 +99,6 @@ class GrowthContext:
     extras: dict[str, Any] = field(default_factory=dict)
     """Operator-specific measurements for the report (JSON-able), e.g. a trained phase's loss."""
 
-    @property
-    def is_param(self) -> bool:
-        return self.role == "param"
-
     def new_shapes(self) -> dict[str, tuple[int, ...]]:
         return expected_shapes(self.new)
 
