@@ -16,8 +16,8 @@
    model's misspecification.
 
 G_stack's own guideline `log10 d = 0.88·log10 N + 163.27/log10 C − 5.74` was fitted on 410M–3B
-targets; at CPU scale it predicts d far beyond the whole budget (growth_methods.md §1.5), so it is
-shown for comparison only.
+targets; at CPU scale it predicts d far beyond the whole budget, so it is shown for comparison
+only.
 """
 
 from __future__ import annotations

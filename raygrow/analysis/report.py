@@ -14,7 +14,6 @@ Output folder:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -148,10 +147,6 @@ def write_report(
 def _no_fit(fit: F.TimingFit) -> pd.DataFrame:
     return pd.DataFrame([{"form": fit.form, "fitted": False, "n_groups": fit.n_groups,
                           "note": fit.note}])  # fmt: skip
-
-
-def _fmt(v: float) -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3g}"
 
 
 def markdown_report(

@@ -10,10 +10,10 @@ import pandas as pd
 # one Markdown writer for the search's ranked table (written by tracking) and the reports here
 from raygrow.tracking.render import to_markdown
 
-__all__ = ["list_columns", "to_markdown", "write_table"]
+__all__ = ["to_markdown", "write_table"]
 
 
-def list_columns(df: pd.DataFrame) -> list[str]:
+def _list_columns(df: pd.DataFrame) -> list[str]:
     """Columns holding lists/arrays (Parquet keeps them; CSV/Markdown drop them)."""
     out = []
     for col in df.columns:
@@ -29,7 +29,7 @@ def write_table(
     """Write `name`.csv/.parquet/.md (and .tex when asked and jinja2 is there)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    flat = df.drop(columns=list_columns(df))
+    flat = df.drop(columns=_list_columns(df))
     paths = [out_dir / f"{name}.csv", out_dir / f"{name}.parquet", out_dir / f"{name}.md"]
     flat.to_csv(paths[0], index=False)
     df.to_parquet(paths[1], index=False)

@@ -16,7 +16,6 @@ import json
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -53,18 +52,12 @@ _BATCH_METRICS = 1000
 class SearchTracker:
     """Logs one search (parent run) and its trials (nested child runs) to an MLflow store."""
 
-    def __init__(
-        self,
-        tracking_uri: str,
-        experiment: str,
-        *,
-        extra_metrics: Iterable[str] = EXTRA_METRICS,
-    ) -> None:
+    def __init__(self, tracking_uri: str, experiment: str) -> None:
         from mlflow.tracking import MlflowClient
 
         self.tracking_uri = tracking_uri
         self.experiment = experiment
-        self.metric_names = frozenset(CONTRACT_METRICS) | frozenset(extra_metrics)
+        self.metric_names = frozenset(CONTRACT_METRICS) | frozenset(EXTRA_METRICS)
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.experiment_id = self._experiment_id(experiment)
         self.parent_run_id: str | None = None
