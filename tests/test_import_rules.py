@@ -240,7 +240,7 @@ def test_public_api() -> None:
         "assert export is raygrow.export and callable(export)\n"
         "assert 'stack' in OPERATORS and callable(grow) and callable(run_search)\n"
         "assert callable(fit_guidelines)\n"
-        "cfg = TrainConfig(model=ModelConfig.from_shape('2x32'), tokens=1024)\n"
+        "cfg = TrainConfig(model=ModelConfig.from_shape('2x32'), tokens=8192)\n"
         "print(cfg.model.shape, sorted(raygrow.__all__) == sorted(dir(raygrow)) or 'dir ok')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -22,8 +22,6 @@ from raygrow.schedule.core import (
 )
 from raygrow.schedule.guideline import (
     SLOPE_DEPTH,
-    SLOPE_STOP,
-    SLOPE_WIDTH,
     clamped_gstack_growth_tokens,
     gstack_growth_tokens,
     suggest_growth,
@@ -35,8 +33,6 @@ __all__ = [
     "LR_PARAM_KEYS",
     "LR_POLICIES",
     "SLOPE_DEPTH",
-    "SLOPE_STOP",
-    "SLOPE_WIDTH",
     "UNITS",
     "GrowthSchedule",
     "GrowthStage",

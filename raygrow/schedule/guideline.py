@@ -1,37 +1,21 @@
-"""G_stack's growth-timing guideline and Staged Training's slope thresholds.
+"""G_stack's growth-timing guideline, clamped for small models, and Staged Training's slope
+threshold.
 
-Growth timing guideline (Du et al. 2024, G_stack README): log10(d) = 0.88 log10(N) +
-163.27 / log10(C) - 5.74, d in tokens, N target parameters, C = 6 N D the target's compute. With
-the nominal sizes (7e9, 13e9, 70e9, 8e9) it reproduces the README table (11.11B, 15.84B, 42.48B,
-6.58B tokens). Far below the fitted range (N ~ 0.4-3B) it predicts d larger than the whole budget
-(124M params / 2.5B tokens -> 20.8B), so `clamped_gstack_growth_tokens` caps it at a fraction
-of the budget (default 20 %).
+The formula (Du et al. 2024; `raygrow.results.gstack`) is log10(d) = 0.88 log10(N) +
+163.27 / log10(C) - 5.74, d in tokens, N target parameters, C = 6 N D the target's compute.
+With the nominal sizes (7e9, 13e9, 70e9, 8e9) it reproduces the G_stack README table (11.11B,
+15.84B, 42.48B, 6.58B tokens). Far below the fitted range (N ~ 0.4-3B) it predicts d larger than
+the whole budget (124M params / 2.5B tokens -> 20.8B), so `clamped_gstack_growth_tokens` caps it
+at a fraction of the budget (default 20 %).
 """
 
 from __future__ import annotations
 
-import math
-
 from raygrow.errors import ConfigError
+from raygrow.results.gstack import gstack_growth_tokens
 
 # Staged Training's thresholds on the smoothed d log10 L / d log10 C (recalibrate on your curves)
 SLOPE_DEPTH = -0.0575
-SLOPE_WIDTH = -0.0475
-SLOPE_STOP = -0.052
-
-
-# --------------------------------------------------------------------------- guideline formula
-def gstack_growth_tokens(n_params: float, compute_flops: float) -> float:
-    """Du et al.'s growth timing d (tokens): 10**(0.88 log10 N + 163.27 / log10 C - 5.74).
-
-    `n_params` is the target model's parameter count, `compute_flops` its budget C = 6 N D.
-    Only meaningful near the fitted range (targets of ~0.4-3B parameters); see the clamp."""
-    if n_params <= 1 or compute_flops <= 10:
-        raise ConfigError(
-            f"gstack_growth_tokens needs n_params > 1 and compute_flops > 10 (got {n_params}, "
-            f"{compute_flops}); pass the target's parameter count and 6*N*D FLOPs"
-        )
-    return 10 ** (0.88 * math.log10(n_params) + 163.27 / math.log10(compute_flops) - 5.74)
 
 
 def clamped_gstack_growth_tokens(

@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from raygrow.errors import ConfigError
+from raygrow.schedule.core import LR_POLICIES
 
 ScheduleKind = Literal["cosine", "wsd", "constant"]
-LR_POLICIES = ("continue", "restart", "rescale")
 
 
 @dataclass(kw_only=True, slots=True)
