@@ -15,6 +15,7 @@ from fixtures.mlflow_server import free_port, local_server
 from fixtures.mlflow_store import sqlite_store
 
 from raygrow.errors import ConfigError
+from raygrow.results import status_kind
 from raygrow.tracking import (
     SearchTracker,
     corpus_dataset_input,
@@ -22,7 +23,7 @@ from raygrow.tracking import (
     resolve_tracking_uri,
     tracking_uri_origin,
 )
-from raygrow.tracking.schema import flatten, status_kind
+from raygrow.tracking.schema import flatten
 
 REPO = Path(__file__).resolve().parents[1]
 GROWN_PARAMS = {

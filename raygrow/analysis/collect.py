@@ -30,6 +30,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from raygrow.results import status_kind
 from raygrow.tracking import reader
 from raygrow.tracking.schema import (
     TAG_ARM,
@@ -39,7 +40,6 @@ from raygrow.tracking.schema import (
     TAG_STATUS,
     TAG_STATUS_KIND,
     TAG_TRIAL,
-    status_kind,
 )
 
 P_TIMING = ("grow_at_tokens", "growth_tokens", "stages.0.at_tokens")

@@ -10,6 +10,8 @@ import numbers
 from collections.abc import Mapping
 from typing import Any
 
+from raygrow.results import ARMS
+
 # metric names shared by Ray reports, MLflow and exported tables
 CONTRACT_METRICS = (
     "val_loss",
@@ -32,12 +34,11 @@ TAG_SEARCH = "raygrow.search"
 TAG_TRIAL = "raygrow.trial_id"
 TAG_ARM = "raygrow.arm"
 TAG_STATUS = "raygrow.status"
-TAG_STATUS_KIND = "raygrow.status_kind"  # completed | stopped | failed | running
+TAG_STATUS_KIND = "raygrow.status_kind"  # a kind of raygrow.results.status
 TAG_OPERATORS = "raygrow.operators"
 TAG_CHECKPOINT = "raygrow.checkpoint_path"
 TAG_PARENT = "mlflow.parentRunId"
 
-ARMS = ("grown", "scratch", "small")
 _ARM_ALIASES = {
     "grown": "grown",
     "growth": "grown",
@@ -64,18 +65,6 @@ def canonical_arm(arm: str) -> str:
     if canon is None:
         raise ValueError(f"unknown arm {arm!r}; use one of {ARMS}")
     return canon
-
-
-def status_kind(status: str) -> str:
-    """`completed` | `stopped by ASHA at FLOPs X` | `failed: reason` -> completed/stopped/failed."""
-    text = status.strip().lower()
-    for kind in MLFLOW_STATUS:
-        if text.startswith(kind):
-            return kind
-    raise ValueError(
-        f"trial status {status!r} must start with 'completed', 'stopped' or 'failed' "
-        "(e.g. 'stopped by ASHA at FLOPs 1.2e12', 'failed: NaN loss')"
-    )
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

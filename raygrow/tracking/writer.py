@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from raygrow.results import status_kind
 from raygrow.tracking import store
 from raygrow.tracking.provenance import context_tags, package_versions
 from raygrow.tracking.reader import run_curve
@@ -40,7 +41,6 @@ from raygrow.tracking.schema import (
     clean_key,
     flatten,
     is_number,
-    status_kind,
     to_text,
 )
 
@@ -251,6 +251,8 @@ class SearchTracker:
         also logged as a metric. Calling it again (resume) overwrites.
         """
         kind = status_kind(status)
+        if kind not in MLFLOW_STATUS:
+            raise ValueError(f"finish_trial needs a final status, not {status!r}")
         with self._lock:
             run_id = self._run_of(trial_id)
             tags = dict(tags or {})
