@@ -30,14 +30,14 @@ REPO = Path(__file__).resolve().parents[1]
 def small_cfg(tmp_path: Path, **changes) -> SearchConfig:
     values = dict(
         space="default",
-        target=ModelConfig.from_shape("4x64").to_dict(),
+        target=ModelConfig.from_shape("4x64"),
         tokens=160 * 8 * 64,
-        train=dict(SMOKE_TRAIN),
+        train=SMOKE_TRAIN,
         num_samples=3,
         experiment="t",
         tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
         out=str(tmp_path),
-        small=ModelConfig.from_shape("2x64").to_dict(),
+        small=ModelConfig.from_shape("2x64"),
     )
     values.update(changes)
     return SearchConfig(**values)
@@ -81,8 +81,8 @@ def test_grid_sampler_and_fifo_wiring(tmp_path) -> None:
     cfg = small_cfg(
         tmp_path,
         space="timing_factor",
-        target=ModelConfig.from_shape("12x32").to_dict(),
-        small=ModelConfig.from_shape("6x32").to_dict(),
+        target=ModelConfig.from_shape("12x32"),
+        small=ModelConfig.from_shape("6x32"),
         sampler="grid",
         scheduler="fifo",
         num_samples=12,
@@ -157,6 +157,7 @@ def test_plan_of_a_sampled_trial(tmp_path) -> None:
     assert plan.schedule.stages[0].params["layer_map"] == "interleave"
     assert plan.train.tokens == cfg.tokens  # same tokens as scratch, fewer FLOPs
     assert plan.train.out_dir == str(tmp_path / "trials" / "abc")
+    assert (plan.budget_frac, plan.seed) == (1.0, cfg.seed)
 
 
 def test_tracking_callback_names_runs_by_schedule_and_logs_the_corpus(
@@ -181,7 +182,7 @@ def test_tracking_callback_names_runs_by_schedule_and_logs_the_corpus(
         tmp_path,
         tracking_uri=sqlite_store(tmp_path / "store"),
         experiment="names",
-        train={**SMOKE_TRAIN, "data": str(docs)},
+        train=SMOKE_TRAIN.replace(data=str(docs)),
     )
     tracker = get_tracker(cfg.tracking_uri, cfg.experiment)
     parent = tracker.start_search({}, {"raygrow.search": "s"}, dataset=corpus_input(cfg))
@@ -226,6 +227,114 @@ def test_search_config_round_trip(tmp_path) -> None:
         SearchConfig.load(tmp_path / "nope")
     with pytest.raises(ConfigError, match="baseline fractions"):
         small_cfg(tmp_path, baseline_fracs=(0.5,))
+
+
+def test_validate_lists_every_problem_for_python_callers(tmp_path) -> None:
+    """The CLI's checks live in SearchConfig.validate: one ConfigError, one line per problem."""
+    with pytest.raises(ConfigError) as exc:
+        small_cfg(
+            tmp_path,
+            tokens=100,
+            workers=3,
+            sampler="bayes",
+            small=ModelConfig.from_shape("8x64"),
+            train=SMOKE_TRAIN.replace(lr=-1.0),
+        )
+    lines = str(exc.value).splitlines()
+    expected = ["--sampler", "at least 16 steps", "lr=-1", "not divisible by --workers 3"]
+    expected.append("not smaller than the target")
+    assert len(lines) == len(expected), lines
+    for line, needle in zip(lines, expected, strict=True):
+        assert needle in line, lines
+    with pytest.raises(ConfigError, match="pass a ModelConfig"):
+        small_cfg(tmp_path, target=ModelConfig.from_shape("4x64").to_dict())
+
+
+def test_train_settings_cover_train_config() -> None:
+    """Every TrainConfig field but the per-arm ones is a search setting (TrainConfig defaults)."""
+    import dataclasses
+
+    from raygrow.search.config import PER_ARM, TrainSettings
+    from raygrow.train.config import TrainConfig
+
+    settings = {f.name for f in dataclasses.fields(TrainSettings)}
+    assert settings == {f.name for f in dataclasses.fields(TrainConfig)} - set(PER_ARM)
+    assert TrainSettings().value("seq_len") == TrainConfig().seq_len
+
+
+def test_derived_cadence_and_explicit_settings(tmp_path) -> None:
+    """Unset cadence/seed follow the budget and the search seed; set ones win, even at 0."""
+    derived = small_cfg(tmp_path, seed=5).base_train()
+    assert (derived.warmup_steps, derived.eval_every_tokens) == (8, 10 * 512)
+    assert (derived.checkpoint_every_tokens, derived.seed) == (40 * 512, 5)
+    explicit = small_cfg(
+        tmp_path, seed=5, train=SMOKE_TRAIN.replace(checkpoint_every_tokens=0, seed=0)
+    ).base_train()
+    assert (explicit.checkpoint_every_tokens, explicit.seed) == (0, 0)
+
+
+def test_old_search_json_loads_for_resume(tmp_path) -> None:
+    """A search.json of an earlier version (dict-valued target/train/small, today's keys)."""
+    import json
+
+    old = {
+        "address": None,
+        "baseline_fracs": [0.5, 0.75],
+        "experiment": "smoke-default-4x64",
+        "grace_frac": 0.3,
+        "max_concurrent": 1,
+        "max_failures": 1,
+        "num_samples": 2,
+        "out": str(tmp_path),
+        "reduction_factor": 2,
+        "sampler": "tpe",
+        "scheduler": "asha",
+        "seed": 0,
+        "small": {"n_layers": 2, "d_model": 64, "n_heads": 1, "max_seq_len": 256},
+        "smoke_test": True,
+        "space": "default",
+        "storage": None,
+        "target": {"n_layers": 4, "d_model": 64, "n_heads": 1, "n_kv_heads": None, "d_ff": None},
+        "tokens": 81920,
+        "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
+        "train": {
+            "eval_windows": 16,
+            "log_every_steps": 0,
+            "lr": 0.003,
+            "lr_schedule": "cosine",
+            "min_lr_frac": 0.1,
+            "seq_len": 64,
+            "batch_size": 8,
+            "threads": 2,
+            "amp": False,
+        },
+        "use_gpu": False,
+        "workers": 1,
+    }
+    (tmp_path / "search.json").write_text(json.dumps(old))
+    cfg = SearchConfig.load(tmp_path)
+    assert cfg.target == ModelConfig.from_shape("4x64") and cfg.small.shape == "2x64"
+    assert cfg.train.threads == 2 and cfg.train.precision == "fp32"  # `amp` as it was read
+    plans = {d: plan_trial(cfg, {"schedule": d}, "t") for d in baseline_arms(cfg)}
+    full = plans["scratch 4x64 @100% budget"].train
+    # the values the earlier version derived: 160 steps of 8 x 64 tokens
+    assert (full.tokens, full.warmup_steps, full.eval_every_tokens) == (81920, 8, 5120)
+    assert (full.checkpoint_every_tokens, full.seed, full.lr) == (20480, 0, 0.003)
+    assert SearchConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_trial_plans_carry_budget_fraction_and_seed(tmp_path) -> None:
+    cfg = small_cfg(tmp_path, seed=3)
+    fracs = {
+        p.description: (p.budget_frac, p.seed)
+        for p in (plan_trial(cfg, {"schedule": d}, "t") for d in baseline_arms(cfg))
+    }
+    assert fracs == {
+        "scratch 4x64 @100% budget": (1.0, 3),
+        "scratch 4x64 @75% budget": (0.75, 3),
+        "scratch 4x64 @50% budget": (0.5, 3),
+        "small 2x64 only @100% budget": (1.0, 3),
+    }
 
 
 # --------------------------------------------------------------------------- results
@@ -345,8 +454,11 @@ def test_bad_input_exits_2_before_ray(tmp_path, monkeypatch, capsys) -> None:
         with pytest.raises(SystemExit) as exc:
             main([*argv, "--out", str(tmp_path / "exp")])
         assert exc.value.code == 2, argv
-        err = capsys.readouterr().err.strip()
-        assert err.startswith("raygrow.search: error:") and "\n" not in err, (argv, err)
+        lines = capsys.readouterr().err.strip().splitlines()
+        # one line per problem: --workers 64 does not divide batch 8 (and may not fit here)
+        too_many = "64" in argv and (os.cpu_count() or 1) < 64
+        assert len(lines) == (2 if too_many else 1), (argv, lines)
+        assert all(line.startswith("raygrow.search: error:") for line in lines), (argv, lines)
     assert not (tmp_path / "exp").exists()
 
 

@@ -52,9 +52,9 @@ def scripted(trial):
 def search_config(tmp_path: Path, space: str, num_samples: int) -> SearchConfig:
     return SearchConfig(
         space=space,
-        target=ModelConfig.from_shape("4x64").to_dict(),
+        target=ModelConfig.from_shape("4x64"),
         tokens=96 * 8 * 64,
-        train=dict(SMOKE_TRAIN, threads=1),
+        train=SMOKE_TRAIN.replace(threads=1),
         num_samples=num_samples,
         experiment="test-search",
         tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
@@ -62,7 +62,7 @@ def search_config(tmp_path: Path, space: str, num_samples: int) -> SearchConfig:
         seed=0,
         grace_frac=0.3,
         reduction_factor=2,
-        small=ModelConfig.from_shape("2x64").to_dict(),
+        small=ModelConfig.from_shape("2x64"),
     )
 
 

@@ -21,12 +21,12 @@ from raygrow.search.watch import PlacementGroupWatch, worker_groups
 
 def config(tmp_path: Path, **kw) -> SearchConfig:
     base = dict(
-        target=ModelConfig.from_shape("4x64").to_dict(),
+        target=ModelConfig.from_shape("4x64"),
         tokens=96 * 8 * 64,
-        train=dict(SMOKE_TRAIN, threads=2),
+        train=SMOKE_TRAIN.replace(threads=2),
         out=str(tmp_path),
         tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
-        small=ModelConfig.from_shape("2x64").to_dict(),
+        small=ModelConfig.from_shape("2x64"),
     )
     return SearchConfig(**(base | kw))
 
@@ -37,17 +37,17 @@ def test_trials_reserve_what_they_use(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(_omp, "USER_VALUE", None)
     one = config(tmp_path)
     assert trial_resources(one, {"CPU": 2.0}) == {"CPU": 2.0}  # trains in the trial itself
-    gpu = config(tmp_path, use_gpu=True, train=dict(SMOKE_TRAIN, threads=1))
+    gpu = config(tmp_path, use_gpu=True, train=SMOKE_TRAIN.replace(threads=1))
     assert trial_resources(gpu, {"CPU": 2.0}) == {"CPU": 1.0, "GPU": 1.0}
-    nested = config(tmp_path, workers=2, train=dict(SMOKE_TRAIN, threads=1))
+    nested = config(tmp_path, workers=2, train=SMOKE_TRAIN.replace(threads=1))
     assert trial_resources(nested, {"CPU": 2.0, DRIVER_RESOURCE: 16.0}) == {DRIVER_RESOURCE: 1}
     with pytest.raises(ConfigError, match=f"no '{DRIVER_RESOURCE}' resource.*--workers 1"):
         trial_resources(nested, {"CPU": 2.0})  # no CPU sliver for a driver any more
     # teams that fill the cores wait passively; single-thread trials have no team
     cores = os.cpu_count() or 1
-    filled = config(tmp_path, train=dict(SMOKE_TRAIN, threads=cores))
+    filled = config(tmp_path, train=SMOKE_TRAIN.replace(threads=cores))
     assert trial_env(filled).get("OMP_WAIT_POLICY") == ("PASSIVE" if cores > 1 else None)
-    assert trial_env(config(tmp_path, train=dict(SMOKE_TRAIN, threads=1))) == {}
+    assert trial_env(config(tmp_path, train=SMOKE_TRAIN.replace(threads=1))) == {}
 
 
 def test_watch_names_a_trial_whose_worker_group_outlives_it() -> None:

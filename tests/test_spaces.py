@@ -17,15 +17,8 @@ import pytest
 from raygrow.errors import ConfigError
 from raygrow.growth import OPERATORS
 from raygrow.model import ModelConfig
-from raygrow.search.spaces import (
-    SpaceRef,
-    describe,
-    normalize_sample,
-    plan_stages,
-    resolve_space,
-    sample_to_schedule,
-    validate_space,
-)
+from raygrow.search.samples import describe, normalize_sample, plan_stages, sample_to_schedule
+from raygrow.search.spaces import SpaceRef, resolve_space, validate_space
 from search_spaces import SPACES
 from search_spaces._common import stage
 

@@ -17,17 +17,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from raygrow.errors import EXIT_OK, EXIT_RUN_FAILURE, ConfigError, cli_entry
 
-DEFAULTS: dict[str, Any] = {
-    "space": "default",
-    "target": "4x64",
-    "tokens": 901_120,  # 880 steps of 8 x 128 tokens
-    "num_samples": 24,  # keep equal to SearchConfig.num_samples
-}
 RESUME_IGNORES = (
     "space",
     "precision",
@@ -41,15 +36,12 @@ RESUME_IGNORES = (
     "small",
     "storage",
 )
-SMOKE: dict[str, Any] = {
-    "space": "default",
-    "target": "4x64",
-    "tokens": 81_920,  # 160 steps of 8 x 64 tokens
-    "num_samples": 2,
-}
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from raygrow.search.config import SearchConfig
+
+    d = SearchConfig()  # the defaults live there; every flag left unset takes its field's
     p = argparse.ArgumentParser(
         prog="python -m raygrow.search",
         description=__doc__,
@@ -57,22 +49,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--space",
-        help="search space: a name from search_spaces.SPACES (default: default) or "
+        help=f"search space: a name from search_spaces.SPACES (default: {d.space}) or "
         "path/to/file.py:function",
     )
     p.add_argument(
         "--target",
-        help="target model LxD (e.g. 4x128) or a JSON/TOML file with ModelConfig keys, or "
-        "TrainConfig keys with a `model` entry (its other keys become the training settings)",
+        help=f"target model LxD (default {d.target.shape}) or a JSON/TOML file with ModelConfig "
+        "keys, or TrainConfig keys with a `model` entry (its other keys become the training "
+        "settings)",
     )
     budget = p.add_mutually_exclusive_group()
     budget.add_argument(
         "--budget-flops", type=float, help="FLOP budget of the target trained from scratch"
     )
-    budget.add_argument("--tokens", type=int, help="token budget of every full-budget arm")
-    p.add_argument("--num-samples", type=int, help="Optuna-sampled schedules (baselines extra)")
-    p.add_argument("--max-concurrent", type=int, default=1, help="trials at a time (default 1)")
-    p.add_argument("--workers", type=int, default=1, help="Ray Train workers per trial")
+    budget.add_argument(
+        "--tokens", type=int, help=f"token budget of every full-budget arm (default {d.tokens})"
+    )
+    p.add_argument(
+        "--num-samples",
+        type=int,
+        help=f"Optuna-sampled schedules, baselines extra (default {d.num_samples})",
+    )
+    p.add_argument(
+        "--max-concurrent", type=int, help=f"trials at a time (default {d.max_concurrent})"
+    )
+    p.add_argument("--workers", type=int, help=f"Ray Train workers per trial (default {d.workers})")
     p.add_argument("--use-gpu", action="store_true", help="one GPU per Train worker")
     p.add_argument(
         "--precision",
@@ -87,32 +88,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", help="experiment folder (default ./raygrow_runs/<experiment>)")
     p.add_argument("--resume", metavar="DIR", help="continue the search in this folder")
-    p.add_argument("--seed", type=int, default=0, help="sampler and training seed")
+    p.add_argument("--seed", type=int, help=f"sampler and training seed (default {d.seed})")
     p.add_argument(
         "--grace-frac",
         type=float,
-        default=0.3,
-        help="ASHA grace period as a fraction of the FLOP budget (default 0.3)",
+        help=f"ASHA grace period as a fraction of the FLOP budget (default {d.grace_frac})",
     )
-    p.add_argument("--reduction-factor", type=int, default=2, help="ASHA reduction factor")
+    p.add_argument(
+        "--reduction-factor",
+        type=int,
+        help=f"ASHA reduction factor (default {d.reduction_factor})",
+    )
     p.add_argument(
         "--sampler",
-        default="tpe",
-        help="tpe (default), random, or grid: every combination of the space's categorical "
-        "choices once (--num-samples defaults to the grid size)",
+        help=f"tpe, random, or grid: every combination of the space's categorical choices once "
+        f"(--num-samples defaults to the grid size); default {d.sampler}",
     )
     p.add_argument(
         "--scheduler",
-        default="asha",
-        help="asha (default: stop poor schedules early on the FLOP clock) or fifo (run all)",
+        help="asha (stop poor schedules early on the FLOP clock) or fifo (run all); default "
+        f"{d.scheduler}",
     )
     p.add_argument(
         "--baseline-fracs",
-        default="0.5,0.75",
-        help="shorter annealed scratch budgets as fractions (default 0.5,0.75)",
+        help="shorter annealed scratch budgets as comma-separated fractions (default "
+        f"{','.join(map(str, d.baseline_fracs))})",
     )
     p.add_argument("--small", help="small-only arm LxD (default: the space's usual start model)")
-    p.add_argument("--max-failures", type=int, default=1, help="Tune retries of a crashed trial")
+    p.add_argument(
+        "--max-failures",
+        type=int,
+        help=f"Tune retries of a crashed trial (default {d.max_failures})",
+    )
     p.add_argument(
         "--retry-errored", action="store_true", help="with --resume: re-run errored trials"
     )
@@ -123,39 +130,48 @@ def build_parser() -> argparse.ArgumentParser:
         "a folder mounted at the same path on every node (default: the experiment folder)",
     )
     p.add_argument(
-        "--smoke-test", action="store_true", help="tiny target and budget, 2 samples (~2 min)"
+        "--smoke-test",
+        action="store_true",
+        help="the same code path at tiny sizes (raygrow.search.config.SMOKE), ~2 min",
     )
     return p
 
 
-def _budget_tokens(args: argparse.Namespace, target: Any, train: dict, default: int) -> int:
+def _budget_tokens(args: argparse.Namespace, base: Any, target: Any, train: Any) -> int:
+    """--budget-flops / --tokens (else the base config's budget) in whole steps of `train`.
+    Whether that is enough steps is SearchConfig.validate's to say."""
     from raygrow.flops import flops_per_token
 
-    seq_len = int(train.get("seq_len", 256))
-    step = int(train.get("batch_size", 16)) * seq_len
+    seq_len = int(train.value("seq_len"))
+    step = int(train.value("batch_size")) * seq_len
     if args.budget_flops is not None:
         if args.budget_flops <= 0:
             raise ConfigError(f"--budget-flops={args.budget_flops:g} must be positive")
-        tokens = int(args.budget_flops / flops_per_token(target, seq_len)) // step * step
-        what = f"--budget-flops {args.budget_flops:g}"
-    elif args.tokens is not None:
-        tokens = args.tokens // step * step
-        what = f"--tokens {args.tokens}"
-    else:
-        tokens, what = train.pop("tokens", default), "the budget"
-    min_steps = 16
-    if tokens < min_steps * step:
-        raise ConfigError(
-            f"{what} gives {tokens // step} steps of {step} tokens for {target.shape}; a search "
-            f"needs at least {min_steps} steps: raise the budget"
-        )
-    return int(tokens)
+        return int(args.budget_flops / flops_per_token(target, seq_len)) // step * step
+    if args.tokens is not None:
+        return args.tokens // step * step
+    return int(base.tokens)
+
+
+def _search_fields(args: argparse.Namespace, base: Any) -> dict[str, Any]:
+    """Flags that map one-to-one onto SearchConfig fields; unset ones keep the base's."""
+    names = (
+        "max_concurrent",
+        "workers",
+        "seed",
+        "sampler",
+        "scheduler",
+        "grace_frac",
+        "reduction_factor",
+        "max_failures",
+    )
+    return {n: getattr(base, n) if getattr(args, n) is None else getattr(args, n) for n in names}
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
     """SearchConfig (validated, not yet saved) and the SpaceCheck of its dry run."""
-    from raygrow.model import ModelConfig
-    from raygrow.search.config import DEFAULT_TRAIN, SMOKE_TRAIN, SearchConfig, parse_target
+    from raygrow.config import ModelConfig
+    from raygrow.search.config import SMOKE, SearchConfig, TrainSettings, parse_target
     from raygrow.search.spaces import (
         SpaceRef,
         grid_of_space,
@@ -170,58 +186,72 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
         tracking_uri_origin,
     )
 
-    base = SMOKE if args.smoke_test else DEFAULTS
-    space = resolve_space(args.space or base["space"])
-    target, train_file = parse_target(args.target or base["target"])
-    train = dict(SMOKE_TRAIN if args.smoke_test else DEFAULT_TRAIN)
-    train.update(train_file)
+    base = SearchConfig().replace(**SMOKE) if args.smoke_test else SearchConfig()
+    space = resolve_space(args.space or base.space)
+    if args.target:
+        target, train_file = parse_target(args.target)
+    else:
+        target, train_file = base.target, {}
+    train = TrainSettings.from_dict({**base.train.to_dict(), **train_file})
     if args.precision is not None:
-        train["precision"] = args.precision
-    _check_precision(train.get("precision", "auto"), args.use_gpu)
-    seq_len = int(train.get("seq_len", 256))
+        train = train.replace(precision=args.precision)
+    _check_precision(train.value("precision"), args.use_gpu)
+    seq_len = int(train.value("seq_len"))
     if target.max_seq_len < seq_len:
         target = target.replace(max_seq_len=seq_len)
-    tokens = _budget_tokens(args, target, train, base["tokens"])
-    for name in ("workers", "max_concurrent"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 1")
+    tokens = _budget_tokens(args, base, target, train)
+    fields = _search_fields(args, base)
+    machine: list[str] = []  # about this machine, not the config: checked here, listed with
     address = args.address or os.environ.get("RAY_ADDRESS")
-    if not address:  # a local cluster: the trials must fit on this machine
+    need = fields["workers"] * fields["max_concurrent"]
+    if not address and need >= 1:  # a local cluster: the trials must fit on this machine
         cpus = os.cpu_count() or 1
-        need = args.workers * args.max_concurrent
         if need > cpus and not args.use_gpu:
-            raise ConfigError(
-                f"--workers {args.workers} x --max-concurrent {args.max_concurrent} need {need} "
-                f"CPUs, this machine has {cpus}; lower one of them"
+            machine.append(
+                f"--workers {fields['workers']} x --max-concurrent {fields['max_concurrent']} "
+                f"need {need} CPUs, this machine has {cpus}; lower one of them"
             )
-        train.setdefault("threads", max(1, cpus // need))
-    if int(train.get("batch_size", 16)) % args.workers:
-        raise ConfigError(
-            f"batch_size={train.get('batch_size')} is not divisible by --workers {args.workers}"
-        )
-    try:
-        fracs = tuple(float(f) for f in args.baseline_fracs.split(",") if f.strip())
-    except ValueError:
-        raise ConfigError(
-            f"--baseline-fracs {args.baseline_fracs!r} must be comma-separated fractions"
-        ) from None
+        if train.threads is None:
+            train = train.replace(threads=max(1, cpus // need))
+    if args.baseline_fracs is None:
+        fracs = base.baseline_fracs
+    else:
+        try:
+            fracs = tuple(float(f) for f in args.baseline_fracs.split(",") if f.strip())
+        except ValueError:
+            raise ConfigError(
+                f"--baseline-fracs {args.baseline_fracs!r} must be comma-separated fractions"
+            ) from None
     ref = SpaceRef(space)
-    check = validate_space(ref, target, tokens, seq_len, seed=args.seed)
-    small = ModelConfig.from_shape(args.small) if args.small else check.common_start
-    if small.max_seq_len < seq_len:
-        small = small.replace(max_seq_len=seq_len)
-    if small == target or small.n_params() >= target.n_params():
-        raise ConfigError(
-            f"small-only arm {small.shape} is not smaller than the target {target.shape}; "
-            "pass --small LxD or a space that grows"
-        )
     prefix = "smoke-" if args.smoke_test else ""
     experiment = args.experiment or f"{prefix}{ref.name}-{target.shape}"
     out = Path(args.out or Path("raygrow_runs") / experiment).expanduser().resolve()
+    small = ModelConfig.from_shape(args.small) if args.small else None
+    num_samples = base.num_samples if args.num_samples is None else args.num_samples
+    try:  # every config problem at once, with this machine's
+        cfg = base.replace(
+            num_samples=num_samples,
+            space=space,
+            target=target,
+            tokens=tokens,
+            train=train,
+            use_gpu=args.use_gpu,
+            experiment=experiment,
+            out=str(out),
+            baseline_fracs=fracs,
+            small=_fit_seq_len(small, seq_len),
+            address=args.address,
+            storage=_storage(args.storage),
+            **fields,
+        )
+    except ConfigError as exc:
+        machine.append(str(exc))
+    if machine:
+        raise ConfigError("\n".join(machine))
+    check = validate_space(ref, cfg.target, cfg.tokens, cfg.seq_len, seed=cfg.seed)
     uri = resolve_tracking_uri(args.tracking_uri, default_tracking_uri(out))
     SearchTracker.check_reachable(uri, origin=tracking_uri_origin(args.tracking_uri))
-    num_samples = base["num_samples"] if args.num_samples is None else args.num_samples
-    if args.sampler == "grid":
+    if cfg.sampler == "grid":
         size = len(grid_points(grid_of_space(ref)))
         if args.num_samples is None:
             num_samples = size
@@ -230,32 +260,16 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
                 f"--num-samples {args.num_samples} with --sampler grid: the grid has {size} "
                 "points; drop --num-samples"
             )
-    storage = _storage(args.storage)
-    cfg = SearchConfig(
-        space=space,
-        target=target.to_dict(),
-        tokens=tokens,
-        train=train,
-        num_samples=num_samples,
-        max_concurrent=args.max_concurrent,
-        workers=args.workers,
-        use_gpu=args.use_gpu,
-        experiment=experiment,
-        tracking_uri=uri,
-        out=str(out),
-        seed=args.seed,
-        sampler=args.sampler,
-        scheduler=args.scheduler,
-        grace_frac=args.grace_frac,
-        reduction_factor=args.reduction_factor,
-        baseline_fracs=fracs,
-        small=small.to_dict(),
-        max_failures=args.max_failures,
-        smoke_test=args.smoke_test,
-        address=args.address,
-        storage=storage,
-    )
+    small = cfg.small or _fit_seq_len(check.common_start, seq_len)
+    cfg = cfg.replace(small=small, num_samples=num_samples, tracking_uri=uri)
     return cfg, check
+
+
+def _fit_seq_len(model: Any, seq_len: int) -> Any:
+    """A model given as LxD gets a context that fits the training seq_len."""
+    if model is None or model.max_seq_len >= seq_len:
+        return model
+    return model.replace(max_seq_len=seq_len)
 
 
 def _print_precision(cfg: Any) -> None:
@@ -265,7 +279,7 @@ def _print_precision(cfg: Any) -> None:
     else:
         from raygrow.train.precision import describe, resolve_precision
 
-        requested = cfg.train.get("precision", "auto")
+        requested = cfg.train.value("precision")
         where = describe(requested, resolve_precision(requested, "cpu"), "cpu")
     print(f"raygrow.search: precision {where}", flush=True)
 
@@ -296,6 +310,18 @@ def _storage(value: str | None) -> str | None:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except ConfigError as exc:
+        # one stderr line per problem (SearchConfig.validate lists them all): all but the
+        # last here, the last through cli_entry like any other bad input
+        *lines, last = str(exc).splitlines() or [""]
+        for line in lines:
+            print(f"raygrow.search: error: {line}", file=sys.stderr)
+        raise ConfigError(last) from None
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     from raygrow.search.config import CONFIG_FILE, SearchConfig
     from raygrow.tracking import SearchTracker
@@ -322,8 +348,8 @@ def main(argv: list[str] | None = None) -> int:
         ops = ", ".join(f"{k} {v}" for k, v in check.operators.most_common())
         print(
             f"raygrow.search: space {cfg.space!r} checked on {check.samples} samples "
-            f"({ops or 'no growth'}); target {cfg.target_model.shape}, small arm "
-            f"{cfg.small_model.shape}, budget {cfg.tokens:,} tokens = {cfg.budget_flops:.3g} "
+            f"({ops or 'no growth'}); target {cfg.target.shape}, small arm "
+            f"{cfg.small.shape}, budget {cfg.tokens:,} tokens = {cfg.budget_flops:.3g} "
             f"FLOPs",
             flush=True,
         )

@@ -1,8 +1,21 @@
-"""`SearchConfig`: one schedule search, resolved from the CLI and validated before Ray starts.
+"""`SearchConfig`: one schedule search, typed and validated before Ray starts.
 
 It is saved as `search.json` in the experiment folder, so `--resume DIR` needs nothing else. All
 sizes derive from three inputs: the *target* model, the *budget* (tokens the target trains from
 scratch; grown runs train the same tokens with fewer FLOPs) and the base training settings.
+
+Why `train` is a `TrainSettings` (every TrainConfig field but model/tokens/out_dir, each `None`
+= not set) rather than a `TrainConfig`: the search derives warmup, eval and checkpoint cadence
+and the seed from its budget *unless the user set them*, and a TrainConfig cannot tell "set to
+its default" from "not set" (an explicit `checkpoint_every_tokens: 0` or `seed: 0` in a
+`--target` file must win). Unset fields take TrainConfig's defaults, which live only in
+`raygrow.train.config`; `base_train` turns the settings into one arm's TrainConfig. The saved
+form is unchanged: `train` is the dict of the settings that are set, `target`/`small` are
+ModelConfig dicts, so a `search.json` of any earlier version loads for `--resume`.
+
+Where defaults live: TrainConfig's in `raygrow.train.config`; the search's (target, budget,
+training settings, sampler, ASHA, ...) as `SearchConfig`'s field defaults; the `--smoke-test`
+overrides in `SMOKE` below. The CLI restates none of them.
 """
 
 from __future__ import annotations
@@ -10,52 +23,116 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from raygrow.config import ModelConfig
 from raygrow.errors import ConfigError
 from raygrow.flops import flops_per_token
-from raygrow.model import ModelConfig
 from raygrow.train.config import TrainConfig, load_config_file
 
 CONFIG_FILE = "search.json"
 SAMPLERS = ("tpe", "random", "grid")
 SCHEDULERS = ("asha", "fifo")
+MIN_STEPS = 16
+"""Fewest optimizer steps of a full-budget arm: below this ASHA's rungs and the LR schedule
+have nothing to work with."""
+PER_ARM = ("model", "tokens", "out_dir")
+"""TrainConfig fields the search sets for each arm (not part of `TrainSettings`)."""
 
-# Base training settings of every arm unless --target CONFIG gives others (TrainConfig keys).
-DEFAULT_TRAIN: dict[str, Any] = {
-    "seq_len": 128,
-    "batch_size": 8,
-    "lr": 3e-3,
-    "min_lr_frac": 0.1,
-    "lr_schedule": "cosine",
-    "eval_windows": 64,
-    "log_every_steps": 0,
+
+@dataclass(frozen=True, kw_only=True)
+class TrainSettings:
+    """TrainConfig settings shared by every arm of a search; None = not set.
+
+    Unset fields take TrainConfig's defaults, except the four the search derives from its
+    budget (see each one). Field names and meanings are TrainConfig's."""
+
+    data: str | None = None
+    tokenizer: str | None = None
+    seq_len: int | None = None
+    batch_size: int | None = None
+    micro_batch_size: int | None = None
+    lr: float | None = None
+    min_lr_frac: float | None = None
+    warmup_steps: int | None = None
+    """None: 5% of the full budget's steps (each arm: at most half of its own steps)."""
+    lr_schedule: str | None = None
+    wsd_decay_frac: float | None = None
+    weight_decay: float | None = None
+    beta1: float | None = None
+    beta2: float | None = None
+    grad_clip: float | None = None
+    precision: str | None = None
+    eval_every_tokens: int | None = None
+    """None: every 1/16 of the full budget (whole steps), the same for every arm."""
+    eval_windows: int | None = None
+    checkpoint_every_tokens: int | None = None
+    """None: every quarter of the full budget."""
+    keep_checkpoints: int | None = None
+    seed: int | None = None
+    """None: the search's seed."""
+    device: str | None = None
+    threads: int | None = None
+    log_every_steps: int | None = None
+
+    def value(self, name: str) -> Any:
+        """The setting, or TrainConfig's default where it is not set."""
+        value = getattr(self, name)
+        return _TRAIN_DEFAULTS[name] if value is None else value
+
+    def replace(self, **changes: Any) -> TrainSettings:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainSettings:
+        data = dict(data)
+        if "amp" in data and "precision" not in data:  # TrainConfig files before `precision`
+            data["precision"] = "bf16" if data.pop("amp") else "fp32"
+        data.pop("amp", None)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(
+                f"unknown search train settings {sorted(unknown)}; known: {sorted(known)}"
+            )
+        return cls(**data)
+
+
+_TRAIN_DEFAULTS: dict[str, Any] = {
+    f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+    for f in dataclasses.fields(TrainConfig)
+    if f.name not in PER_ARM
 }
-SMOKE_TRAIN: dict[str, Any] = {
-    "seq_len": 64,
-    "batch_size": 8,
-    "lr": 3e-3,
-    "min_lr_frac": 0.1,
-    "lr_schedule": "cosine",
-    "eval_windows": 16,
-    "log_every_steps": 0,
-}
+"""TrainConfig's defaults (read from TrainConfig itself: they live only there)."""
+
+
+def _step_geometry_ok(settings: TrainSettings) -> bool:
+    """seq_len and batch_size are positive ints (so tokens per step can be computed)."""
+    values = (settings.value("seq_len"), settings.value("batch_size"))
+    return all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values)
 
 
 @dataclass(frozen=True, kw_only=True)
 class SearchConfig:
-    """Everything that defines a search (the experiment folder's `search.json`)."""
+    """Everything that defines a search (the experiment folder's `search.json`).
+
+    Construction validates (`validate`), so a SearchConfig that exists is a runnable one."""
 
     space: str = "default"
     """Registry name in `search_spaces.SPACES` or `/abs/path/file.py:function`."""
-    target: dict[str, Any] = field(default_factory=lambda: ModelConfig.from_shape("4x64").to_dict())
-    """ModelConfig.to_dict() of the target model."""
-    tokens: int = 901_120
+    target: ModelConfig = ModelConfig.from_shape("4x64")
+    """The target model (its max_seq_len must cover the training seq_len)."""
+    tokens: int = 901_120  # 880 steps of 8 x 128 tokens
     """Token budget of every full-budget arm (the target from scratch defines the FLOP budget)."""
-    train: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_TRAIN))
-    """TrainConfig fields shared by all arms (model, tokens, out_dir, threads are set per arm)."""
+    train: TrainSettings = TrainSettings(
+        seq_len=128, batch_size=8, lr=3e-3, eval_windows=64, log_every_steps=0
+    )
+    """Training settings shared by all arms (model, tokens, out_dir are set per arm)."""
     num_samples: int = 24
     """Optuna-sampled schedules (the baseline arms come on top)."""
     max_concurrent: int = 1
@@ -77,8 +154,9 @@ class SearchConfig:
     reduction_factor: int = 2
     baseline_fracs: tuple[float, ...] = (0.5, 0.75)
     """Shorter annealed scratch budgets (fractions of the token budget), on top of 1.0."""
-    small: dict[str, Any] | None = None
-    """Model of the small-only arm; None = the most common start model of the space."""
+    small: ModelConfig | None = None
+    """Model of the small-only arm; None = no small-only arm (the CLI fills in the most
+    common start model of the space)."""
     max_failures: int = 1
     """Tune retries of a crashed trial (diverged trials are not retried)."""
     smoke_test: bool = False
@@ -89,6 +167,24 @@ class SearchConfig:
     mounts at the same path; None = the experiment folder (one machine)."""
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    # ------------------------------------------------------------------ validation
+    def problems(self) -> list[str]:
+        """Every problem of this config, each naming its fix (empty: the config is valid)."""
+        kinds = [
+            ("target", self.target, ModelConfig, "a ModelConfig"),
+            ("small", self.small, ModelConfig | None, "a ModelConfig or None"),
+            ("train", self.train, TrainSettings, "a TrainSettings"),
+        ]
+        wrong = [
+            f"SearchConfig.{name} is a {type(value).__name__}; pass {what} "
+            "(SearchConfig.from_dict reads the dict form)"
+            for name, value, kind, what in kinds
+            if not isinstance(value, kind)
+        ]
+        if wrong:  # nothing below can be checked on an untyped config
+            return wrong
         checks = [
             (self.num_samples >= 0, f"--num-samples={self.num_samples} must be >= 0"),
             (self.max_concurrent >= 1, f"--max-concurrent={self.max_concurrent} must be >= 1"),
@@ -113,28 +209,70 @@ class SearchConfig:
                 "speedup needs scratch at several annealed budgets",
             ),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
-        self.base_train()  # validates the train settings and the budget
+        found = [message for ok, message in checks if not ok]
+        batch = self.train.value("batch_size")
+        if not _step_geometry_ok(self.train):  # the train settings check below names it
+            return found + self._train_problems(self.tokens)
+        step = self.tokens_per_step
+        check_tokens = self.tokens
+        if self.tokens // step < MIN_STEPS:
+            found.append(
+                f"the budget of {self.tokens:,} tokens gives {self.tokens // step} steps of "
+                f"{step} tokens for {self.target.shape}; a search needs at least {MIN_STEPS} "
+                "steps: raise --tokens or --budget-flops"
+            )
+            check_tokens = MIN_STEPS * step  # still check the other train settings
+        found += self._train_problems(check_tokens)
+        if self.workers >= 1 and batch % self.workers:
+            found.append(
+                f"batch_size={batch} is not divisible by --workers {self.workers}; use a "
+                "batch_size that is a multiple of the workers or fewer workers"
+            )
+        small = self.small
+        if small is not None:
+            if small == self.target or small.n_params() >= self.target.n_params():
+                found.append(
+                    f"small-only arm {small.shape} is not smaller than the target "
+                    f"{self.target.shape}; pass --small LxD or a space that grows"
+                )
+            elif small.max_seq_len < self.seq_len:
+                found.append(
+                    f"small-only arm {small.shape}: max_seq_len={small.max_seq_len} is shorter "
+                    f"than seq_len={self.seq_len}; raise its max_seq_len"
+                )
+        return found
+
+    def _train_problems(self, tokens: int) -> list[str]:
+        try:
+            self.base_train(tokens=tokens)
+        except ConfigError as exc:
+            return [str(exc)]
+        return []
+
+    def validate(self) -> SearchConfig:
+        """Raise one ConfigError listing every problem (one per line), else return self."""
+        found = self.problems()
+        if found:
+            raise ConfigError("\n".join(found))
+        return self
 
     # ------------------------------------------------------------------ derived (not stored)
     @property
-    def target_model(self) -> ModelConfig:
-        return ModelConfig.from_dict(self.target)
-
-    @property
-    def small_model(self) -> ModelConfig | None:
-        return ModelConfig.from_dict(self.small) if self.small else None
-
-    @property
     def seq_len(self) -> int:
-        return int(self.train.get("seq_len", 256))
+        return int(self.train.value("seq_len"))
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.train.value("batch_size"))
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.seq_len
 
     @property
     def budget_flops(self) -> float:
         """Training FLOPs of the target from scratch at the full budget: ASHA's max_t."""
-        return flops_per_token(self.target_model, self.seq_len) * self.tokens
+        return flops_per_token(self.target, self.seq_len) * self.tokens
 
     @property
     def experiment_dir(self) -> Path:
@@ -153,36 +291,58 @@ class SearchConfig:
     def base_train(
         self, model: ModelConfig | None = None, tokens: int | None = None
     ) -> TrainConfig:
-        """TrainConfig of one arm; eval/checkpoint cadence follows the full budget."""
-        values = dict(self.train)
-        values["model"] = model or self.target_model
-        values["tokens"] = tokens or self.tokens
-        values.setdefault("seed", self.seed)
-        step_tokens = int(values.get("batch_size", 16)) * self.seq_len
-        full_steps = max(1, self.tokens // step_tokens)
-        run_steps = max(1, values["tokens"] // step_tokens)
-        values.setdefault("warmup_steps", max(1, round(0.05 * full_steps)))
-        values["warmup_steps"] = min(values["warmup_steps"], max(1, run_steps // 2))
-        values.setdefault("eval_every_tokens", max(1, full_steps // 16) * step_tokens)
-        values.setdefault("checkpoint_every_tokens", max(1, full_steps // 4) * step_tokens)
+        """TrainConfig of one arm (default: the target at the full budget). Eval and
+        checkpoint cadence follow the full budget, so every arm is evaluated at the same
+        token counts; warmup is at most half of the arm's own steps."""
+        s = self.train
+        run_tokens = self.tokens if tokens is None else tokens
+        values = {**s.to_dict(), "model": model or self.target, "tokens": run_tokens}
+        if _step_geometry_ok(s):  # else TrainConfig below names the bad seq_len/batch_size
+            step = self.tokens_per_step
+            full_steps = max(1, self.tokens // step)
+            run_steps = max(1, run_tokens // step)
+            warmup = s.warmup_steps
+            if warmup is None:
+                warmup = max(1, round(0.05 * full_steps))
+            values["warmup_steps"] = min(warmup, max(1, run_steps // 2))
+            if s.eval_every_tokens is None:
+                values["eval_every_tokens"] = max(1, full_steps // 16) * step
+            if s.checkpoint_every_tokens is None:
+                values["checkpoint_every_tokens"] = max(1, full_steps // 4) * step
+        if s.seed is None:
+            values["seed"] = self.seed
         try:
             return TrainConfig.from_dict(values)
         except ConfigError as exc:
             raise ConfigError(f"search train settings: {exc}") from None
 
     # ------------------------------------------------------------------ persistence
+    def replace(self, **changes: Any) -> SearchConfig:
+        return dataclasses.replace(self, **changes)
+
     def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
+        """JSON-ready form (the `search.json` layout of every version)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["target"] = self.target.to_dict()
+        out["small"] = self.small.to_dict() if self.small is not None else None
+        out["train"] = self.train.to_dict()
         out["baseline_fracs"] = list(self.baseline_fracs)
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SearchConfig:
+        """Read `to_dict()` output, including the `search.json` of earlier versions."""
         data = dict(data)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise ConfigError(f"{CONFIG_FILE}: unknown keys {sorted(unknown)}")
+        if isinstance(data.get("target"), dict):
+            data["target"] = ModelConfig.from_dict(data["target"])
+        if isinstance(data.get("small"), dict):
+            data["small"] = ModelConfig.from_dict(data["small"])
+        if isinstance(data.get("train"), dict):
+            data["train"] = TrainSettings.from_dict(data["train"])
         if "baseline_fracs" in data:
             data["baseline_fracs"] = tuple(float(f) for f in data["baseline_fracs"])
         return cls(**data)
@@ -209,11 +369,21 @@ class SearchConfig:
             raise ConfigError(f"{path} is damaged ({exc}); start a new search") from None
 
 
+SMOKE: dict[str, Any] = {
+    "tokens": 81_920,  # 160 steps of 8 x 64 tokens
+    "num_samples": 2,
+    "train": SearchConfig().train.replace(seq_len=64, eval_windows=16),
+}
+"""`--smoke-test`: SearchConfig fields that differ from the defaults (the same code path at
+tiny sizes, about 2 minutes)."""
+SMOKE_TRAIN: TrainSettings = SMOKE["train"]
+
+
 def parse_target(value: str) -> tuple[ModelConfig, dict[str, Any]]:
-    """`LxD` or a JSON/TOML file -> (target model, train overrides from the file).
+    """`LxD` or a JSON/TOML file -> (target model, train settings from the file).
 
     A file may hold ModelConfig keys, or TrainConfig keys with a `model` entry (LxD or a dict);
-    then its other keys become the search's base training settings.
+    then its other keys (but tokens and out_dir) become the search's base training settings.
     """
     if "x" in value.lower() and not Path(value).suffix:
         return ModelConfig.from_shape(value), {}

@@ -152,7 +152,7 @@ class GrowthOptunaSearch(OptunaSearch):
             self._adopt(trial_id)
         value = (result or {}).get(self.metric) if isinstance(self.metric, str) else None
         if isinstance(value, float) and not math.isfinite(value):
-            result, error = None, True  # FAIL, not a RUNNING zombie (ray_stack.md section 2.3)
+            result, error = None, True  # a NaN/inf value: FAIL, never left RUNNING in the study
         reason = None
         if result and not error and trial_id not in self._completed_trials:
             reason = asha.stop_reasons(self.stop_file).get(trial_id)

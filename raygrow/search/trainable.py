@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from raygrow.model import ModelConfig
+from raygrow.config import ModelConfig
 from raygrow.search.config import SearchConfig
 from raygrow.train.config import TrainConfig
 from raygrow.train.worker import RayReportHooks, link_or_copy, open_reported_checkpoint
@@ -51,6 +51,11 @@ class TrialPlan:
     train: TrainConfig
     schedule: Any
     """GrowthSchedule or None."""
+    budget_frac: float
+    """Fraction of the search's token budget this arm trains: 1.0 for grown and small arms,
+    the baseline's fraction for scratch arms."""
+    seed: int
+    """Training seed (initialisation and data order)."""
 
 
 # --------------------------------------------------------------------------- baseline arms
@@ -61,7 +66,7 @@ def baseline_arms(cfg: SearchConfig) -> dict[str, dict[str, Any]]:
     annealed LR schedule), and the small model alone at the full budget. Same seed, hence the
     same initialisation rule and data order as the sampled schedules.
     """
-    target = cfg.target_model
+    target = cfg.target
     arms: dict[str, dict[str, Any]] = {}
     for frac in (1.0, *sorted(cfg.baseline_fracs, reverse=True)):
         arms[f"scratch {target.shape} @{frac:.0%} budget"] = {
@@ -69,7 +74,7 @@ def baseline_arms(cfg: SearchConfig) -> dict[str, dict[str, Any]]:
             "model": target.to_dict(),
             "frac": frac,
         }
-    small = cfg.small_model
+    small = cfg.small
     if small is not None:
         arms[f"small {small.shape} only @100% budget"] = {
             "arm": "small",
@@ -81,7 +86,7 @@ def baseline_arms(cfg: SearchConfig) -> dict[str, dict[str, Any]]:
 
 def arm_tokens(cfg: SearchConfig, frac: float) -> int:
     """Token budget of a fraction of the full budget, in whole steps."""
-    step = int(cfg.train.get("batch_size", 16)) * cfg.seq_len
+    step = cfg.tokens_per_step
     return max(1, round(cfg.tokens * frac / step)) * step
 
 
@@ -91,21 +96,23 @@ def trial_dir(cfg: SearchConfig, trial_id: str) -> Path:
 
 def plan_trial(cfg: SearchConfig, config: dict[str, Any], trial_id: str) -> TrialPlan:
     """TrainConfig + schedule of one trial, from its Tune config (pure; no Ray)."""
-    from raygrow.search.spaces import sample_to_schedule
+    from raygrow.search.samples import sample_to_schedule
 
     out_dir = str(trial_dir(cfg, trial_id))
     if config.get("arm") == "grown" or "growth" in config:
-        schedule = sample_to_schedule(config["growth"], cfg.target_model, cfg.tokens, cfg.seq_len)
-        model = schedule.start if schedule is not None else cfg.target_model
+        schedule = sample_to_schedule(config["growth"], cfg.target, cfg.tokens, cfg.seq_len)
+        model = schedule.start if schedule is not None else cfg.target
         train = cfg.base_train(model=model).replace(out_dir=out_dir)
-        return TrialPlan("grown", str(config.get("schedule", "")), train, schedule)
+        description = str(config.get("schedule", ""))
+        return TrialPlan("grown", description, train, schedule, 1.0, train.seed)
     description = str(config[BASELINE_KEY])
     arm = baseline_arms(cfg).get(description)
     if arm is None:
         raise ValueError(f"unknown baseline arm {description!r}")
     model = ModelConfig.from_dict(arm["model"])
     train = cfg.base_train(model=model, tokens=arm_tokens(cfg, arm["frac"]))
-    return TrialPlan(arm["arm"], description, train.replace(out_dir=out_dir), None)
+    train = train.replace(out_dir=out_dir)
+    return TrialPlan(arm["arm"], description, train, None, float(arm["frac"]), train.seed)
 
 
 # --------------------------------------------------------------------------- divergence

@@ -233,7 +233,7 @@ def trial_resources(cfg: SearchConfig, cluster: dict[str, float]) -> dict[str, f
     trial only drives a nested TorchTrainer, on the `train_driver` resource, and the workers
     take the CPUs/GPUs."""
     if cfg.workers == 1:
-        resources = {"CPU": float(cfg.train.get("threads") or 1)}
+        resources = {"CPU": float(cfg.train.value("threads") or 1)}
         if cfg.use_gpu:
             resources["GPU"] = 1.0
         return resources
@@ -261,7 +261,7 @@ def make_trainable(cfg: SearchConfig) -> Any:
 def trial_env(cfg: SearchConfig) -> dict[str, str]:
     """Environment of the search's Ray processes: the OpenMP wait policy for `threads` per
     process x the processes that train at once (trials x workers) on a node (raygrow._omp)."""
-    threads = int(cfg.train.get("threads") or 1)
+    threads = int(cfg.train.value("threads") or 1)
     return wait_policy_env(threads, cfg.max_concurrent * cfg.workers)
 
 
@@ -312,7 +312,7 @@ def mlflow_ui_command(cfg: SearchConfig) -> str:
 
 
 def corpus_input(cfg: SearchConfig) -> Any:
-    """The search's corpus (every arm trains on `cfg.train`'s data) as an MLflow dataset input."""
+    """The search's corpus (every arm trains on the same data) as an MLflow dataset input."""
     from raygrow.data import manifest_of
     from raygrow.tracking import corpus_dataset_input
 
@@ -339,7 +339,7 @@ def run_search(cfg: SearchConfig, *, retry_errored: bool = False) -> SearchOutco
         tags={
             "raygrow.search": str(exp),
             "raygrow.space": cfg.space,
-            "raygrow.target": cfg.target_model.shape,
+            "raygrow.target": cfg.target.shape,
         },
         dataset=corpus_input(cfg),
     )
@@ -425,7 +425,7 @@ def _summary(
     return {
         "experiment": cfg.experiment,
         "space": cfg.space,
-        "target": cfg.target_model.shape,
+        "target": cfg.target.shape,
         "budget": f"{cfg.tokens:,} tokens = {cfg.budget_flops:.3g} FLOPs for the target",
         "validity": check["text"].removeprefix("validity: "),
         "valid": check.get("valid"),

@@ -6,6 +6,7 @@ Settings come from defaults < `--config FILE` (JSON/TOML with TrainConfig keys) 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -14,8 +15,8 @@ from typing import Any
 
 import torch
 
+from raygrow.config import ModelConfig
 from raygrow.errors import EXIT_RUN_FAILURE, ConfigError, cli_entry
-from raygrow.model import ModelConfig
 from raygrow.train.config import TrainConfig, load_config_file
 
 # flag name -> TrainConfig field (flags left unset do not override the config file)
@@ -107,19 +108,26 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         if args.precision not in (None, "fp32"):
             raise ConfigError(f"--no-amp contradicts --precision {args.precision}; drop one")
         values["precision"] = "fp32"
-    seq_len = values.get("seq_len", 256)
+    # TrainConfig's and ModelConfig's defaults, read from them (they live only there)
+    seq_len = values["seq_len"] if "seq_len" in values else _default(TrainConfig, "seq_len")
     model = values.get("model")
     if isinstance(model, dict):
         model = ModelConfig.from_dict(model)
     shape = args.model or (model if isinstance(model, str) else None)
     if shape:
         # a bare LxD size gets a context that fits the run's seq_len
-        model = ModelConfig.from_shape(shape, max_seq_len=max(256, seq_len))
+        context = max(_default(ModelConfig, "max_seq_len"), seq_len)
+        model = ModelConfig.from_shape(shape, max_seq_len=context)
     if args.n_heads:
         model = (model or ModelConfig()).replace(n_heads=args.n_heads)
     if model is not None:
         values["model"] = model
     return TrainConfig.from_dict(values)
+
+
+def _default(cls: type, name: str) -> Any:
+    """A dataclass field's default."""
+    return {f.name: f.default for f in dataclasses.fields(cls)}[name]
 
 
 @cli_entry
