@@ -107,10 +107,19 @@ def before_tree() -> Path:
     return BEFORE_TREE
 
 
-PACKAGE_INFO = (
-    "import json, raygrow, raygrow.search.__main__ as m; print(json.dumps({'file': "
-    "raygrow.__file__, 'defaults': m.DEFAULTS, 'smoke': m.SMOKE, 'doc': m.__doc__}))"
-)
+PACKAGE_INFO = """
+import json, raygrow, raygrow.search.__main__ as m
+if hasattr(m, "DEFAULTS"):  # trees before typed configs: the CLI's DEFAULTS / SMOKE dicts
+    defaults, smoke = m.DEFAULTS, m.SMOKE
+else:  # SearchConfig's field defaults, and its --smoke-test overrides
+    from raygrow.search.config import SMOKE, SearchConfig
+    defaults, smoke = (
+        {"target": c.target.shape, "num_samples": c.num_samples}
+        for c in (SearchConfig(), SearchConfig().replace(**SMOKE))
+    )
+print(json.dumps({"file": raygrow.__file__, "defaults": defaults, "smoke": smoke,
+                  "doc": m.__doc__}))
+"""
 
 
 def package_info(tree: Path, cwd: Path) -> dict[str, Any]:

@@ -3,8 +3,9 @@
 Modules:
 
     config      SearchConfig: the resolved search (saved as <out>/search.json for --resume)
-    spaces      load spaces (SPACES name or file.py:function), sample -> GrowthSchedule,
-                dry-run validation before any compute
+    spaces      load spaces (SPACES name or file.py:function), dry-run validation before
+                any compute, the grid of --sampler grid
+    samples     a space's growth sample: normalised, described, turned into a GrowthSchedule
     trainable   the Tune function trainable (builds and fits one TorchTrainer per trial),
                 baseline arms, divergence handling
     tuner       the wiring (OptunaSearch, ASHA on FLOPs, baselines) and run_search
