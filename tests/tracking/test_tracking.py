@@ -25,7 +25,7 @@ from raygrow.tracking import (
 )
 from raygrow.tracking.schema import flatten
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 GROWN_PARAMS = {
     "grow_at": 0.25,
     "operator": "stack",
