@@ -248,7 +248,7 @@ def collect_trials(
         try:
             plan = plan_of(config, trial.trial_id)
             arm, desc, tokens = plan.arm, plan.description, plan.train.tokens
-            frac, seed = plan.budget_frac, plan.train.seed
+            frac, seed = plan.budget_frac, plan.seed
         except Exception as exc:  # noqa: BLE001 - a sample that cannot be planned
             arm, desc, tokens = "grown", str(config.get("schedule", "?")), 0
             frac, seed = 1.0, None

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_search_ray import (
-    _evals,
-    _trial_dirs,
+from fixtures.search_runs import (
     check_study_and_stop_reasons,
     end_session,
+    evals,
     mlflow_children,
+    trial_dirs,
 )
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -113,8 +113,8 @@ def test_killed_and_resumed_search_stops_what_the_uninterrupted_one_stops(tmp_pa
     try:
         deadline = time.monotonic() + 900
         while True:  # kill once the first collapsing trial (6th trial folder) is training
-            dirs = _trial_dirs(out) if (out / "trials").exists() else []
-            if len(dirs) >= BASELINES + 2 and _evals(dirs[-1]) >= 1:
+            dirs = trial_dirs(out) if (out / "trials").exists() else []
+            if len(dirs) >= BASELINES + 2 and evals(dirs[-1]) >= 1:
                 break
             assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "the search did not reach its 2nd sample"

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fixtures.search_runs import small_cfg
 
 from raygrow.errors import ConfigError
 from raygrow.model import ModelConfig
@@ -24,23 +25,7 @@ from raygrow.search.results import (
 )
 from raygrow.search.trainable import arm_tokens, baseline_arms, divergence_reason, plan_trial
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def small_cfg(tmp_path: Path, **changes) -> SearchConfig:
-    values = dict(
-        space="default",
-        target=ModelConfig.from_shape("4x64"),
-        tokens=160 * 8 * 64,
-        train=SMOKE_TRAIN,
-        num_samples=3,
-        experiment="t",
-        tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
-        out=str(tmp_path),
-        small=ModelConfig.from_shape("2x64"),
-    )
-    values.update(changes)
-    return SearchConfig(**values)
+REPO = Path(__file__).resolve().parents[2]
 
 
 # --------------------------------------------------------------------------- wiring

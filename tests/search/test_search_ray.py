@@ -20,10 +20,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO
 
 import pandas as pd
 import pytest
+from fixtures.search_runs import (
+    check_study_and_stop_reasons,
+    end_session,
+    evals,
+    mlflow_children,
+    trial_dirs,
+)
 
 from raygrow.model import ModelConfig
 from raygrow.search.config import SMOKE_TRAIN, SearchConfig
@@ -77,14 +83,6 @@ def live_train_state() -> tuple[list, list]:
     )
 
 
-def mlflow_children(tmp_path: Path, experiment: str) -> pd.DataFrame:
-    import mlflow
-
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
-    runs = mlflow.search_runs(experiment_names=[experiment])
-    return runs[runs["tags.raygrow.role"] == "trial"]
-
-
 def test_smoke_search(ray_cluster, tmp_path) -> None:
     from raygrow.search.spaces import resolve_space
     from raygrow.search.tuner import run_search
@@ -133,51 +131,6 @@ def test_smoke_search(ray_cluster, tmp_path) -> None:
     check_study_and_stop_reasons(tmp_path, "test-search", table, children)
 
 
-def check_study_and_stop_reasons(
-    out: Path, experiment: str, table: pd.DataFrame, children: pd.DataFrame
-) -> None:
-    """The persisted Optuna study holds every sampled trial once, in the state its result
-    says (completed: COMPLETE, stopped by ASHA: PRUNED, failed: FAIL), and every ASHA stop
-    carries its reason in the results table and as an MLflow tag."""
-    from optuna.trial import TrialState
-
-    from raygrow.search.study import TRIAL_ID_ATTR, load_study
-
-    expected = {"completed": TrialState.COMPLETE, "stopped": TrialState.PRUNED}
-    grown = table[table["arm"] == "grown"]
-    trials = load_study(out, experiment).trials
-    states = {t.user_attrs.get(TRIAL_ID_ATTR): t.state for t in trials}
-    assert len(trials) == len(grown) and states == {
-        row["trial_id"]: expected.get(row["status"].split(" ")[0], TrialState.FAIL)
-        for _, row in grown.iterrows()
-    }
-    tags = children.set_index("tags.raygrow.trial_id")
-    for _, row in table.iterrows():
-        stopped = row["status"].startswith("stopped by ASHA")
-        assert (isinstance(row["stop_reason"], str) and "cutoff" in row["stop_reason"]) == stopped
-        if stopped:
-            assert tags.loc[row["trial_id"], "tags.raygrow.stop_reason"] == row["stop_reason"]
-
-
-def end_session(proc: subprocess.Popen, log: IO[str]) -> None:
-    """After SIGKILLing a CLI driver: close its log, end its own Ray processes (its session)."""
-    log.close()
-    time.sleep(5)
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def _trial_dirs(out: Path) -> list[Path]:
-    return sorted((out / "trials").glob("*"), key=lambda p: p.stat().st_mtime)
-
-
-def _evals(trial: Path) -> int:
-    path = trial / "metrics.jsonl"
-    return len(path.read_text().splitlines()) if path.exists() else 0
-
-
 @pytest.mark.slow  # two Ray start-ups and ~7 trials: about 3 minutes on a quiet machine
 def test_kill_driver_and_resume(tmp_path) -> None:
     out = tmp_path / "exp"
@@ -191,13 +144,13 @@ def test_kill_driver_and_resume(tmp_path) -> None:
     try:
         deadline = time.monotonic() + 900
         while True:  # kill once a sampled trial (5th trial folder) is training
-            dirs = _trial_dirs(out) if (out / "trials").exists() else []
-            if (out / "ray" / "search").exists() and len(dirs) >= 5 and _evals(dirs[-1]) >= 2:
+            dirs = trial_dirs(out) if (out / "trials").exists() else []
+            if (out / "ray" / "search").exists() and len(dirs) >= 5 and evals(dirs[-1]) >= 2:
                 break
             assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "the search did not reach a sampled trial"
             time.sleep(1)
-        evals_at_kill = {d.name: _evals(d) for d in dirs}
+        evals_at_kill = {d.name: evals(d) for d in dirs}
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -217,6 +170,6 @@ def test_kill_driver_and_resume(tmp_path) -> None:
     assert (table[table["arm"] != "grown"]["status"] == "completed").all()
     assert table["status"].str.match(r"^(completed|stopped by ASHA|failed)").all()
     for tid in table[table["arm"] != "grown"]["trial_id"]:  # finished: not trained again
-        assert _evals(out / "trials" / tid) == evals_at_kill[tid], tid
+        assert evals(out / "trials" / tid) == evals_at_kill[tid], tid
     children = mlflow_children(out, json.loads((out / "search.json").read_text())["experiment"])
     assert sorted(children["tags.raygrow.trial_id"]) == sorted(table["trial_id"])

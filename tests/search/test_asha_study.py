@@ -200,7 +200,7 @@ def test_study_states_and_resume(tmp_path) -> None:
 # --------------------------------------------------------------------------- where reasons show
 def test_stop_reason_in_results_table_and_mlflow_tag(tmp_path) -> None:
     import pandas as pd
-    from test_search import small_cfg
+    from fixtures.search_runs import small_cfg
 
     from raygrow.search.asha import state_path
     from raygrow.search.callbacks import TrackingCallback, get_tracker
