@@ -45,6 +45,7 @@ from typing import Any
 from raygrow._omp import wait_policy_env
 from raygrow.errors import ConfigError
 from raygrow.search.config import SearchConfig
+from raygrow.tracking import corpus_dataset_input, default_tracking_uri
 
 METRIC = "val_loss"
 MODE = "min"
@@ -314,7 +315,6 @@ def mlflow_ui_command(cfg: SearchConfig) -> str:
 def corpus_input(cfg: SearchConfig) -> Any:
     """The search's corpus (every arm trains on the same data) as an MLflow dataset input."""
     from raygrow.data import manifest_of
-    from raygrow.tracking import corpus_dataset_input
 
     train = cfg.base_train()
     manifest, folder = manifest_of(train.data, train.tokenizer)
@@ -322,7 +322,10 @@ def corpus_input(cfg: SearchConfig) -> Any:
 
 
 def run_search(cfg: SearchConfig, *, retry_errored: bool = False) -> SearchOutcome:
-    """Fit (or resume) the baselines and the search; write and return the ranked results."""
+    """Fit (or resume) the baselines and the search; write and return the ranked results.
+
+    `cfg.out` must be an absolute folder; an empty `cfg.tracking_uri` means the SQLite store
+    in it (as the CLI does)."""
     from raygrow.search import results
     from raygrow.search.callbacks import get_tracker
     from raygrow.search.trainable import plan_trial
@@ -330,6 +333,10 @@ def run_search(cfg: SearchConfig, *, retry_errored: bool = False) -> SearchOutco
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # CLIReporter instead of the new output
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # small state: save it often
     start = time.time()
+    if not cfg.out or not os.path.isabs(cfg.out):
+        raise ConfigError(f"SearchConfig.out={cfg.out!r} must be an absolute folder")
+    if not cfg.tracking_uri:
+        cfg = cfg.replace(tracking_uri=default_tracking_uri(cfg.out))
     exp = cfg.experiment_dir
     print(f"raygrow.search: experiment folder {exp}", flush=True)
     print(f"raygrow.search: MLflow experiment {cfg.experiment!r}: {mlflow_ui_command(cfg)}")

@@ -531,3 +531,10 @@ def test_bad_input_subprocess_exit_code(tmp_path) -> None:
     assert "Ray" not in proc.stdout + proc.stderr  # never got as far as starting Ray
     assert not (tmp_path / "raygrow_runs").exists()
     assert time.monotonic() - start < 60
+
+
+def test_run_search_needs_an_absolute_folder_before_any_compute(tmp_path) -> None:
+    from raygrow.search.tuner import run_search
+
+    with pytest.raises(ConfigError, match="absolute folder"):
+        run_search(small_cfg(tmp_path, out="relative/folder"))
