@@ -159,3 +159,14 @@ def test_cli_from_checkpoint_and_from_run(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["--checkpoint", str(tmp_path / "nowhere.pt")])
     assert exc.value.code == 2
+
+
+def test_export_is_callable_from_python(tmp_path: Path) -> None:
+    import raygrow
+
+    config = CONFIGS["tied-gqa"]
+    ckpt = save_checkpoint(make_state(config), tmp_path / "checkpoints" / "ckpt-000000040.pt")
+    info = raygrow.export(ckpt.parent, tmp_path / "out")  # the module is the function
+    assert info["max_logit_diff"] == 0.0 and info["checkpoint"] == str(ckpt.parent.resolve())
+    assert info["n_params"] == config.n_params()
+    assert (tmp_path / "out" / "model.safetensors").is_file()
