@@ -12,15 +12,16 @@ Writes growth_validity.md + PNG.
 
 from __future__ import annotations
 
-import _growth as g
-from _common import fmt_ms, header, mean_std, pyplot, save_figure, write_report
+from harness import growth as g
+from harness import growth_report as gr
+from harness.common import fmt_ms, header, mean_std, pyplot, save_figure, write_report
 
 
 def main() -> None:
     p, out, started = g.cli(__doc__ or "")
     v = g.validity(p)
     sweep_runs = v["sweep"]["runs"]
-    lines = g.validity_lines(v, p)
+    lines = gr.validity_lines(v, p)
     lines += [
         "## Peak-LR sweep (from scratch, full budget, cosine to 10 %)",
         "",

@@ -14,8 +14,9 @@ The validity margin (benchmark 1) is reported first. Writes growth_vs_scratch.md
 
 from __future__ import annotations
 
-import _growth as g
-from _common import header, mean_std, pyplot, save_figure, write_report
+from harness import growth as g
+from harness import growth_report as gr
+from harness.common import header, mean_std, pyplot, save_figure, write_report
 
 
 def main() -> None:
@@ -33,7 +34,7 @@ def main() -> None:
     order += grown
 
     factor = g._layers(p.target) // g._layers(p.small)
-    lines = g.validity_lines(v, p)
+    lines = gr.validity_lines(v, p)
     lines += [
         "## Results",
         "",
@@ -44,18 +45,18 @@ def main() -> None:
         "Speedups per seed against the annealed scratch runs of the same seed "
         f"(budgets {', '.join(f'{f:g}' for f in p.scratch_fracs)} × the target's budget).",
         "",
-        *g.arm_table(runs, runs, order),
+        *gr.arm_table(runs, runs, order),
         "",
     ]
-    groups = g.by_arm(runs)
+    groups = gr.by_arm(runs)
     best_name, best_sp = None, None
     for name in grown:
-        sp = g.speedups(groups[name], runs)
+        sp = gr.speedups(groups[name], runs)
         m = mean_std([s.value for s in sp])[0]
         if best_sp is None or m > best_sp:
             best_name, best_sp = name, m
     full = mean_std([r["loss"] for r in groups["scratch@1"]])[0]
-    best_text = g.speedup_text(g.speedups(groups[str(best_name)], runs))
+    best_text = gr.speedup_text(gr.speedups(groups[str(best_name)], runs))
     lines += [
         "## Summary",
         "",
@@ -74,11 +75,11 @@ def main() -> None:
             )
         )
     png = out / "growth_vs_scratch.png"
-    g.plot_curves(
+    gr.plot_curves(
         {k: groups[k] for k in order if k in groups}, png, "growth vs scratch (mean ± std)"
     )
     bars = out / "growth_vs_scratch_speedup.png"
-    _speedup_plot({k: g.speedups(groups[k], runs) for k in grown}, bars)
+    _speedup_plot({k: gr.speedups(groups[k], runs) for k in grown}, bars)
     lines += ["", f"![curves]({png.name})", "", f"![speedups]({bars.name})", ""]
     head = header(
         "Benchmark 2: growth vs scratch (G_stack, G_zero, staged, HyperCloning)",

@@ -12,8 +12,9 @@ measured, next to G_stack on the same seeds. Writes incremental.md + PNG.
 
 from __future__ import annotations
 
-import _growth as g
-from _common import header, mean_std, write_report
+from harness import growth as g
+from harness import growth_report as gr
+from harness.common import header, mean_std, write_report
 
 from raygrow.results import interpolate_curve
 
@@ -26,14 +27,14 @@ def main() -> None:
     arms += [g.incremental_arm(p, lr, s) for s in p.seeds]
     arms += [g.growth_arms(p, lr, s)[0] for s in p.seeds]  # G_stack, for reference
     runs = g.run_arms(p, arms)
-    groups = g.by_arm(runs)
+    groups = gr.by_arm(runs)
     inc_name = g.incremental_arm(p, lr, 0).name
     order = [f"scratch@{f:g}" for f in p.scratch_fracs] + [inc_name, "G_stack"]
     inc = sorted(groups[inc_name], key=lambda r: r["seed"])
     # scratch (full budget, same seed) read along its own curve at the incremental run's FLOPs
     full = {r["seed"]: r for r in groups["scratch@1"]}
     at_equal = [interpolate_curve(full[r["seed"]]["curve"], r["flops"]) - r["loss"] for r in inc]
-    sp = g.speedups(inc, runs)
+    sp = gr.speedups(inc, runs)
     stages = ", ".join(f"{t:.0%}" for t in p.incremental_at)
     m_inc = mean_std([r["loss"] for r in inc])[0]
     m_full = mean_std([r["loss"] for r in groups["scratch@1"]])[0]
@@ -47,16 +48,16 @@ def main() -> None:
         verdict = "is not distinguishable (mean ± 2 s.e. includes 1.0) from"
     stack = {r["seed"]: r["loss"] for r in groups["G_stack"]}
     vs_stack = [r["loss"] - stack[r["seed"]] for r in inc]
-    lines = g.validity_lines(v, p)
+    lines = gr.validity_lines(v, p)
     lines += [
         f"**Finding: incremental layer-wise training {verdict} training from scratch** "
-        f"(speedup at matched loss {g.speedup_text(sp)}; < 1 means scratch needs less compute).",
+        f"(speedup at matched loss {gr.speedup_text(sp)}; < 1 means scratch needs less compute).",
         "",
         f"Incremental schedule: start {p.small}, new layers on top at {stages} of the budget "
         f"(ending at {p.target}); trained layers frozen for {p.incremental_freeze_steps} steps "
         "after each stage.",
         "",
-        *g.arm_table(runs, runs, order),
+        *gr.arm_table(runs, runs, order),
         "",
         f"- Final loss: incremental {m_inc:.4f} vs full-budget scratch {m_full:.4f} "
         f"({m_inc - m_full:+.4f}).",
@@ -69,7 +70,7 @@ def main() -> None:
         "point is mid-cosine, not annealed): " + ", ".join(f"{d:+.4f}" for d in at_equal),
     ]
     png = out / "incremental.png"
-    g.plot_curves({k: groups[k] for k in order}, png, "incremental layer-wise vs scratch")
+    gr.plot_curves({k: groups[k] for k in order}, png, "incremental layer-wise vs scratch")
     lines += ["", f"![curves]({png.name})", ""]
     head = header(
         "Benchmark 3: the negative result — incremental layer-wise training",

@@ -47,11 +47,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import machine as common_machine
+from harness.common import machine as common_machine
+from harness.ray_run import NUM_CPUS, run_ray, throughput_config
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "overhead.md"
-NUM_CPUS = 2
 
 RAY_DEFAULT_ENV = {
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "2.0",
@@ -73,26 +73,6 @@ def tiny_config(out_dir: Path) -> Any:
         warmup_steps=1,
         eval_every_tokens=2 * 8 * 64,
         eval_windows=8,
-        log_every_steps=0,
-        out_dir=str(out_dir),
-    )
-
-
-def throughput_config(out_dir: Path, steps: int) -> Any:
-    from raygrow.model import ModelConfig
-    from raygrow.train.config import TrainConfig
-
-    step_tokens = 16 * 128
-    return TrainConfig(
-        model=ModelConfig(n_layers=4, d_model=128, n_heads=2, max_seq_len=128),
-        seq_len=128,
-        batch_size=16,
-        tokens=steps * step_tokens,
-        warmup_steps=10,
-        eval_every_tokens=steps // 8 * step_tokens,
-        checkpoint_every_tokens=steps // 4 * step_tokens,
-        eval_windows=32,
-        threads=NUM_CPUS,
         log_every_steps=0,
         out_dir=str(out_dir),
     )
@@ -185,24 +165,6 @@ def run_bare(out_dir: Path, steps: int) -> dict[str, float]:
         "tokens_per_s": result.final["tokens"] / watch.elapsed,
         "step_tokens_per_s": statistics.median(step_tps),
         "eval_interval_s": watch.elapsed / (len(result.history) - 1),
-    }
-
-
-def run_ray(out_dir: Path, steps: int, env: dict[str, str] | None = None) -> dict[str, float]:
-    from raygrow.train.driver import FAST_START_ENV, build_trainer, fit
-
-    os.environ.update(env or FAST_START_ENV)
-    config = throughput_config(out_dir, steps)
-    trainer = build_trainer(config, num_workers=1, cpus_per_worker=NUM_CPUS, verbose=False)
-    metrics = fit(trainer).metrics
-    step_tps = [
-        json.loads(line)["tokens_per_s"]
-        for line in (out_dir / "metrics.jsonl").read_text().splitlines()
-    ]
-    return {
-        "tokens_per_s": metrics["tokens"] / metrics["elapsed_s"],
-        "step_tokens_per_s": statistics.median([t for t in step_tps if t]),
-        "eval_interval_s": metrics["elapsed_s"] / (len(step_tps) - 1),
     }
 
 

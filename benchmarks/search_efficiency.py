@@ -31,9 +31,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from _common import header, mean_std, out_dir, pyplot, save_figure, write_report
-from _search import SweepSetup, grown, load_trials, run_search
-from timing_factor import experiment_dir
+from harness.common import header, mean_std, out_dir, pyplot, save_figure, write_report
+from harness.search import SweepSetup, experiment_dir, grown, load_trials, run_search
 
 NUM_SAMPLES = {"full": 8, "quick": 2}
 GRACE, RF = 0.3, 2  # raygrow.search defaults

@@ -6,8 +6,8 @@ default search's fixed share and schedules per search before vs after, CPU MFU.
 
 a. **Throughput of one training process** (4x128 model, seq 128, batch 16, AdamW, 2 threads):
    1. Ray Train path vs a bare torch loop (target >= 0.90), both in the precision `auto`
-      resolves to here: `throughput.bare_loop_steps` against a 1-worker Ray Train run
-      (`overhead.run_ray`: optimised env, reused cluster, 2 CPUs; evaluations every 1/8 and
+      resolves to here: `harness.bare_loop.bare_loop_steps` against a 1-worker Ray Train run
+      (`harness.ray_run.run_ray`: optimised env, reused cluster, 2 CPUs; evaluations every 1/8 and
       checkpoints every 1/4 of the run), alternating rounds. Ray tokens/s run from the first to
       the last report (per-step loop work, reports and checkpoints count; start-up is part b).
    2. fp32 vs bf16 autocast, the same bare loop and batch, alternating rounds (bf16 runs are
@@ -15,7 +15,7 @@ a. **Throughput of one training process** (4x128 model, seq 128, batch 16, AdamW
    3. OpenMP wait policy: the fp32 bare loop in fresh processes with `OMP_WAIT_POLICY` unset
       (libgomp's default), `ACTIVE` and `PASSIVE` (read once at process start), rotating order;
       against the rule of `raygrow._omp` (PASSIVE only when threads x processes > cores).
-b. **The default search** (`_speed_search.py`): per-trial fixed share (target <= 10 %) of
+b. **The default search** (`harness/speed_search.py`): per-trial fixed share (target <= 10 %) of
    `python -m raygrow.search` (one-worker trials train in the Tune trial process), and sampled
    schedules evaluated within its wall time T, after vs before (commit 337a747, a git
    worktree; default = bf16, and fp32) time-boxed to T (target >= 3x).
@@ -42,8 +42,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import header, out_dir, pyplot, save_figure, write_report
-from _speed_search import med_range, search_lines, search_part
+from harness.common import header, med_range, out_dir, pyplot, save_figure, write_report
+from harness.speed_search import search_part
+from harness.speed_search_report import search_lines
 
 THREADS = 2
 OMP_ARMS = ("unset", "ACTIVE", "PASSIVE")
@@ -55,10 +56,10 @@ def load() -> float:
 
 # --------------------------------------------------------------------------- a. throughput
 def bare_inputs(tmp: Path) -> tuple[Any, Any, Any, Any]:
-    """(TrainConfig, model config, x, y) of part a's bare loop: overhead.throughput_config's
-    model and one batch of its data; torch set to THREADS threads."""
+    """(TrainConfig, model config, x, y) of part a's bare loop: harness.ray_run's
+    throughput_config's model and one batch of its data; torch set to THREADS threads."""
     import torch
-    from overhead import throughput_config
+    from harness.ray_run import throughput_config
 
     from raygrow.data import BatchSampler, load_tokens
 
@@ -81,8 +82,8 @@ def ray_run_split(out: Path) -> dict[str, float]:
 
 
 def ray_vs_bare(steps: int, rounds: int, tmp: Path, precision: str) -> dict[str, Any]:
-    from overhead import NUM_CPUS, run_ray
-    from throughput import bare_loop_steps, bare_tokens_per_s
+    from harness.bare_loop import bare_loop_steps, bare_tokens_per_s
+    from harness.ray_run import NUM_CPUS, run_ray
 
     from raygrow.train.driver import ray_session
 
@@ -134,8 +135,8 @@ def ray_vs_bare_lines(a: dict[str, Any]) -> list[str]:
         f"{cfg.model.shape} model, seq {cfg.seq_len}, batch {cfg.batch_size}, precision "
         f"{a['precision']} (`auto` on this machine, both arms), AdamW, clip 1.0, {THREADS} "
         f"threads; {a['steps']} steps per run, {a['rounds']} rounds, order alternating. Bare "
-        "loop: `throughput.bare_loop_steps` (plain torch, no evaluation). Ray: "
-        "`overhead.run_ray`, a fresh 1-worker `TorchTrainer.fit()` per round on a reused "
+        "loop: `harness.bare_loop.bare_loop_steps` (plain torch, no evaluation). Ray: "
+        "`harness.ray_run.run_ray`, a fresh 1-worker `TorchTrainer.fit()` per round on a reused "
         "cluster (2 CPUs per worker), evaluating every 1/8 and checkpointing every 1/4 of the "
         "run; its tokens/s run from the first to the last report. OpenMP wait policy of the "
         f"bare loop (this process): {a['omp']}; of the Ray worker: raygrow's rule.",
@@ -168,7 +169,7 @@ def ray_vs_bare_lines(a: dict[str, Any]) -> list[str]:
 def precision_rounds(steps: dict[str, int], rounds: int, tmp: Path) -> dict[str, Any]:
     """fp32 vs bf16-autocast tokens/s of the bare loop, alternating rounds; `steps` per
     precision (bf16 runs short where it is emulated)."""
-    from throughput import bare_loop_steps, bare_tokens_per_s
+    from harness.bare_loop import bare_loop_steps, bare_tokens_per_s
 
     _, model, x, y = bare_inputs(tmp)
     for precision in steps:
@@ -218,7 +219,7 @@ def omp_child(steps: int) -> None:
     # torch first: libgomp reads OMP_WAIT_POLICY as torch loads it, before `import raygrow`
     # sets raygrow's process default
     import torch  # noqa: F401
-    from throughput import bare_loop_steps, bare_tokens_per_s
+    from harness.bare_loop import bare_loop_steps, bare_tokens_per_s
 
     with tempfile.TemporaryDirectory(prefix="raygrow-omp-") as tmp:
         _, model, x, y = bare_inputs(Path(tmp))
@@ -316,7 +317,7 @@ def fresh_peak(precision: str) -> float:
 
 def mfu(shapes: list[str], steps: int, rounds: int, tmp: Path) -> dict[str, Any]:
     import torch
-    from throughput import make_trainer, raygrow_steps
+    from harness.bare_loop import make_trainer, raygrow_steps
 
     torch.set_num_threads(THREADS)
     trainers = {s: make_trainer(s, tmp / "mfu", steps * rounds + 2) for s in shapes}

@@ -22,17 +22,11 @@ import sys
 import time
 from pathlib import Path
 
-from _common import ROOT, header, out_dir, pyplot, save_figure, write_report
-from _search import SweepSetup, grown, load_trials, run_search
+from harness.common import ROOT, header, out_dir, pyplot, save_figure, write_report
+from harness.search import SweepSetup, experiment_dir, grown, load_trials, run_search
 
 from raygrow.model import ModelConfig
 from raygrow.schedule import clamped_gstack_growth_tokens, gstack_growth_tokens
-
-
-def experiment_dir(out: Path, quick: bool, name: str) -> Path:
-    """Full runs keep their search under raygrow_runs/bench/ (reused by search_efficiency)."""
-    base = out / "runs" if quick else ROOT / "raygrow_runs" / "bench"
-    return base / name
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ and writes a report with the standard header into the folder given by --out.
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -37,6 +38,26 @@ def test_benchmark_scripts_and_results_exist() -> None:
         committed = ROOT / "benchmarks" / "results" / f"{script.stem}.md"
         assert committed.is_file(), f"no committed full result {committed.name}"
         assert "QUICK MODE" not in committed.read_text(), f"{committed.name} is a quick run"
+
+
+def test_scripts_import_the_harness_not_each_other() -> None:
+    """Shared code lives in benchmarks/harness/; no script imports another script or a private
+    module beside it."""
+    bench = ROOT / "benchmarks"
+    scripts = {p.stem for p in bench.glob("*.py")}
+    assert (bench / "harness" / "__init__.py").is_file()
+    for path in bench.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                private = top.startswith("_") and top != "__future__"
+                assert top not in scripts and not private, f"{path.name} imports {name}"
 
 
 @pytest.mark.slow

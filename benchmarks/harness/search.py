@@ -1,6 +1,6 @@
 """Shared by timing_factor.py and search_efficiency.py: run `python -m raygrow.search` as a
-subprocess (the real CLI, Ray, MLflow) and read an experiment folder back (results.parquet +
-each trial's metrics.jsonl curve)."""
+subprocess (the real CLI, Ray, MLflow) into a benchmark's experiment folder and read it back
+(results.parquet + each trial's metrics.jsonl curve)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT
+from .common import ROOT
 
 SPACE_FULL = "timing_factor"
-SPACE_QUICK = f"{ROOT / 'benchmarks' / '_spaces.py'}:timing_factor_quick"
+SPACE_QUICK = f"{ROOT / 'benchmarks' / 'harness' / 'spaces.py'}:timing_factor_quick"
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,12 @@ class SweepSetup:
             f", target {self.target}, small-only arm {self.small}, {self.tokens:,} tokens per "
             "full-budget arm" + (" (smoke-test training settings)" if self.smoke else "")
         )
+
+
+def experiment_dir(out: Path, quick: bool, name: str) -> Path:
+    """Full runs keep their search under raygrow_runs/bench/ (reused by search_efficiency)."""
+    base = out / "runs" if quick else ROOT / "raygrow_runs" / "bench"
+    return base / name
 
 
 def run_search(setup: SweepSetup, out: Path, extra: list[str], log: Path) -> float:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 QUICK_RESULTS = RESULTS / "quick"
 
@@ -135,3 +135,11 @@ def fmt_ms(values: Sequence[float], digits: int = 4) -> str:
     """`mean ± std (n=k)`."""
     m, s = mean_std(values)
     return f"{m:.{digits}f} ± {s:.{digits}f} (n={len(values)})"
+
+
+def med_range(values: list[float], fmt: str = "{:.3f}") -> str:
+    """`median [min, max] (n=k)`."""
+    if not values:
+        return "-"
+    lo, mid, hi = min(values), statistics.median(values), max(values)
+    return f"{fmt.format(mid)} [{fmt.format(lo)}, {fmt.format(hi)}] (n={len(values)})"
