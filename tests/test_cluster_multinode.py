@@ -97,7 +97,9 @@ class LoopbackCluster:
         self.dashboard_url = f"http://127.0.0.1:{self.dashboard_port}"
         # what cluster.yaml exports before `ray start --head`; jobs must inherit it
         self.mlflow_uri = f"sqlite:///{self.root}/mlflow.db"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+        # nothing of another Ray instance in this process (the session fixture's address, API
+        # server, token settings) may reach this cluster: it starts from a Ray-free environment
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
         env.update(
             RAY_AUTH_MODE="token",
             RAY_AUTH_TOKEN=uuid.uuid4().hex,
