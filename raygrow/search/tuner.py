@@ -37,15 +37,34 @@ import os
 import sys
 import time
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import optuna
+import pandas as pd
+import ray
+from ray import tune
+from ray.tune import CLIReporter
+from ray.tune.schedulers import FIFOScheduler
+
 from raygrow._omp import wait_policy_env
+from raygrow.data import manifest_of
 from raygrow.errors import ConfigError
+from raygrow.results import status_kind
+from raygrow.search import results
+from raygrow.search.asha import RecordingASHA, state_path, stop_texts
+from raygrow.search.callbacks import TrackingCallback, get_tracker
 from raygrow.search.config import SearchConfig
+from raygrow.search.results import validity
+from raygrow.search.spaces import SpaceRef, grid_of_space
+from raygrow.search.study import GrowthOptunaSearch, make_storage
+from raygrow.search.trainable import BASELINE_KEY, baseline_arms, plan_trial, trial_driver
+from raygrow.search.watch import PlacementGroupWatch
 from raygrow.tracking import corpus_dataset_input, default_tracking_uri
+from raygrow.train.driver import ray_session
 
 METRIC = "val_loss"
 MODE = "min"
@@ -74,8 +93,6 @@ class Wiring:
     scheduler: Any = None
 
     def tuner(self, trainable: Any) -> Any:
-        from ray import tune
-
         return tune.Tuner(
             trainable,
             param_space=self.param_space,
@@ -85,17 +102,8 @@ class Wiring:
 
 
 # --------------------------------------------------------------------------- searcher
-def _optuna_search_cls() -> type:
-    from raygrow.search.study import GrowthOptunaSearch
-
-    return GrowthOptunaSearch
-
-
 def make_searcher(cfg: SearchConfig) -> Any:
     """OptunaSearch over the define-by-run space with the configured sampler."""
-    import optuna
-
-    from raygrow.search.spaces import SpaceRef, grid_of_space
 
     space = SpaceRef(cfg.space)
     if cfg.sampler == "grid":  # exhaustive: each combination once, in a seeded order
@@ -113,25 +121,18 @@ def make_searcher(cfg: SearchConfig) -> Any:
             )
     kwargs: dict[str, Any] = {}
     if cfg.out:  # persisted: optuna-dashboard sqlite:///<out>/optuna.db; --resume continues it
-        from raygrow.search.study import make_storage
-
         kwargs = {"storage": make_storage(cfg.experiment_dir), "study_name": cfg.experiment}
     stop_file = _asha_state_file(cfg) if cfg.scheduler == "asha" else None
-    return _optuna_search_cls()(
+    return GrowthOptunaSearch(
         space=space, metric=METRIC, mode=MODE, sampler=sampler, stop_file=stop_file, **kwargs
     )
 
 
 def _asha_state_file(cfg: SearchConfig) -> str | None:
-    from raygrow.search.asha import state_path
-
     return str(state_path(cfg.experiment_dir)) if cfg.out else None
 
 
 def make_scheduler(cfg: SearchConfig) -> Any:
-    from ray.tune.schedulers import FIFOScheduler
-
-    from raygrow.search.asha import RecordingASHA
 
     if cfg.scheduler == "fifo":
         return FIFOScheduler()
@@ -149,8 +150,6 @@ def make_scheduler(cfg: SearchConfig) -> Any:
 
 
 def _reporter(cfg: SearchConfig, total: int) -> Any:
-    from ray.tune import CLIReporter
-
     return CLIReporter(
         metric_columns=PROGRESS_METRICS,
         parameter_columns={"schedule": "schedule"},
@@ -165,10 +164,6 @@ def _reporter(cfg: SearchConfig, total: int) -> Any:
 
 
 def _run_config(cfg: SearchConfig, name: str, total: int) -> Any:
-    from ray import tune
-
-    from raygrow.search.callbacks import TrackingCallback
-    from raygrow.search.watch import PlacementGroupWatch
 
     callbacks: list[Any] = [TrackingCallback(cfg.to_dict())]
     if cfg.workers > 1:  # only nested Train runs have worker groups that can outlive a trial
@@ -185,8 +180,6 @@ def _run_config(cfg: SearchConfig, name: str, total: int) -> Any:
 
 def search_wiring(cfg: SearchConfig) -> Wiring:
     """The Optuna + ASHA run over the space (inspectable without Ray)."""
-    from ray import tune
-
     searcher = make_searcher(cfg)
     scheduler = make_scheduler(cfg)
     return Wiring(
@@ -207,10 +200,6 @@ def search_wiring(cfg: SearchConfig) -> Wiring:
 
 def baseline_wiring(cfg: SearchConfig) -> Wiring:
     """The fixed arms (FIFO: nothing stops them), one trial per arm."""
-    from ray import tune
-    from ray.tune.schedulers import FIFOScheduler
-
-    from raygrow.search.trainable import BASELINE_KEY, baseline_arms
 
     arms = list(baseline_arms(cfg))
     scheduler = FIFOScheduler()
@@ -249,10 +238,6 @@ def trial_resources(cfg: SearchConfig, cluster: dict[str, float]) -> dict[str, f
 
 def make_trainable(cfg: SearchConfig) -> Any:
     """`trial_driver` with the search settings attached and its resources (needs Ray)."""
-    import ray
-    from ray import tune
-
-    from raygrow.search.trainable import trial_driver
 
     resources = trial_resources(cfg, ray.cluster_resources())
     return tune.with_resources(tune.with_parameters(trial_driver, search=cfg.to_dict()), resources)
@@ -270,8 +255,6 @@ def trial_env(cfg: SearchConfig) -> dict[str, str]:
 def search_ray(cfg: SearchConfig) -> Iterator[bool]:
     """`raygrow.train.driver.ray_session` with the search's settings: a new local instance has
     the machine's CPUs and the `train_driver` resource that nested Train trials' drivers use."""
-    from raygrow.train.driver import ray_session
-
     with ray_session(
         address=cfg.address,
         num_cpus=os.cpu_count() or 1,
@@ -283,8 +266,6 @@ def search_ray(cfg: SearchConfig) -> Iterator[bool]:
 
 
 def _fit(wiring: Wiring, trainable: Any, path: str, retry_errored: bool) -> Any:
-    from ray import tune
-
     if tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(
             path,
@@ -314,8 +295,6 @@ def mlflow_ui_command(cfg: SearchConfig) -> str:
 
 def corpus_input(cfg: SearchConfig) -> Any:
     """The search's corpus (every arm trains on the same data) as an MLflow dataset input."""
-    from raygrow.data import manifest_of
-
     train = cfg.base_train()
     manifest, folder = manifest_of(train.data, train.tokenizer)
     return corpus_dataset_input(manifest, folder, context="training")
@@ -326,10 +305,6 @@ def run_search(cfg: SearchConfig, *, retry_errored: bool = False) -> SearchOutco
 
     `cfg.out` must be an absolute folder; an empty `cfg.tracking_uri` means the SQLite store
     in it (as the CLI does)."""
-    from raygrow.search import results
-    from raygrow.search.callbacks import get_tracker
-    from raygrow.search.trainable import plan_trial
-
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # CLIReporter instead of the new output
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # small state: save it often
     start = time.time()
@@ -391,8 +366,6 @@ def run_search(cfg: SearchConfig, *, retry_errored: bool = False) -> SearchOutco
     print(f"raygrow.search: results {exp / 'results.parquet'} and {exp / 'results.md'}")
     print(f"raygrow.search: MLflow experiment {cfg.experiment!r}: {mlflow_ui_command(cfg)}")
     if complete:
-        import pandas as pd
-
         _quiet(tracker.close_lost_trials, {row["trial_id"] for row in rows})
         _quiet(tracker.finish_search, pd.read_parquet(exp / "results.parquet"), summary)
     else:
@@ -406,17 +379,12 @@ def run_search(cfg: SearchConfig, *, retry_errored: bool = False) -> SearchOutco
 
 def _stop_texts(cfg: SearchConfig) -> dict[str, str]:
     """trial_id -> why ASHA stopped it (RecordingASHA's state file)."""
-    from raygrow.search.asha import stop_texts
-
     return stop_texts(_asha_state_file(cfg))
 
 
 def _summary(
     cfg: SearchConfig, rows: list[dict[str, Any]], seconds: float, complete: bool
 ) -> dict[str, Any]:
-    from collections import Counter
-
-    from raygrow.search.results import status_kind, validity
 
     check = validity(rows)
     grown = [r for r in rows if r["arm"] == "grown" and r["status"] == "completed"]
