@@ -26,6 +26,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -92,9 +93,17 @@ def before_tree() -> Path:
             ["git", *args], cwd=cwd, capture_output=True, text=True, check=True
         ).stdout.strip()
 
+    want = git("rev-parse", f"{BEFORE_COMMIT}^{{commit}}")
+    if (BEFORE_TREE / ".git").exists():
+        try:
+            usable = git("rev-parse", "HEAD", cwd=BEFORE_TREE) == want
+        except subprocess.CalledProcessError:  # left by another clone: its .git points nowhere
+            usable = False
+        if not usable and not (BEFORE_TREE / ".git").is_dir():
+            shutil.rmtree(BEFORE_TREE)
+            git("worktree", "prune")
     if not (BEFORE_TREE / ".git").exists():
         git("worktree", "add", "--detach", str(BEFORE_TREE), BEFORE_COMMIT)
-    want = git("rev-parse", f"{BEFORE_COMMIT}^{{commit}}")
     if git("rev-parse", "HEAD", cwd=BEFORE_TREE) != want:
         raise RuntimeError(f"{BEFORE_TREE} is not at {BEFORE_COMMIT}; remove it and run again")
     return BEFORE_TREE
