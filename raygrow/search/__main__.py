@@ -35,6 +35,11 @@ RESUME_IGNORES = (
     "out",
     "small",
     "storage",
+    "seeds",
+    "share_prefixes",
+    "prefix_store_mb",
+    "growth_lag_tokens",
+    "baselines_from",
 )
 
 
@@ -130,6 +135,34 @@ def build_parser() -> argparse.ArgumentParser:
         "a folder mounted at the same path on every node (default: the experiment folder)",
     )
     p.add_argument(
+        "--seeds",
+        help="seed replicates, comma-separated (e.g. 0,1,2): every baseline and sampled schedule "
+        "trains at each seed (default: --seed alone)",
+    )
+    p.add_argument(
+        "--no-share-prefixes",
+        dest="share_prefixes",
+        action="store_false",
+        default=None,
+        help="train every trial's pre-growth prefix itself instead of resuming a stored one",
+    )
+    p.add_argument(
+        "--prefix-store-mb",
+        type=int,
+        help=f"size cap of the prefix store (default {d.prefix_store_mb})",
+    )
+    p.add_argument(
+        "--growth-lag-tokens",
+        type=int,
+        help="ASHA judges no report within this many tokens after a growth event "
+        "(default: two evaluation intervals)",
+    )
+    p.add_argument(
+        "--baselines-from",
+        metavar="DIR",
+        help="reuse the finished baseline arms of this earlier search folder (must match)",
+    )
+    p.add_argument(
         "--smoke-test",
         action="store_true",
         help="the same code path at tiny sizes (raygrow.search.config.SMOKE), ~2 min",
@@ -164,6 +197,9 @@ def _search_fields(args: argparse.Namespace, base: Any) -> dict[str, Any]:
         "grace_frac",
         "reduction_factor",
         "max_failures",
+        "share_prefixes",
+        "prefix_store_mb",
+        "growth_lag_tokens",
     )
     return {n: getattr(base, n) if getattr(args, n) is None else getattr(args, n) for n in names}
 
@@ -222,6 +258,10 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
             raise ConfigError(
                 f"--baseline-fracs {args.baseline_fracs!r} must be comma-separated fractions"
             ) from None
+    seeds = base.seeds if args.seeds is None else _seeds(args.seeds)
+    baselines_from = (
+        None if args.baselines_from is None else str(Path(args.baselines_from).resolve())
+    )
     ref = SpaceRef(space)
     prefix = "smoke-" if args.smoke_test else ""
     experiment = args.experiment or f"{prefix}{ref.name}-{target.shape}"
@@ -242,6 +282,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
             small=_fit_seq_len(small, seq_len),
             address=args.address,
             storage=_storage(args.storage),
+            seeds=seeds,
+            baselines_from=baselines_from,
             **fields,
         )
     except ConfigError as exc:
@@ -263,6 +305,15 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
     small = cfg.small or _fit_seq_len(check.common_start, seq_len)
     cfg = cfg.replace(small=small, num_samples=num_samples, tracking_uri=uri)
     return cfg, check
+
+
+def _seeds(value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in value.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(
+            f"--seeds {value!r} must be comma-separated integers, e.g. 0,1,2"
+        ) from None
 
 
 def _fit_seq_len(model: Any, seq_len: int) -> Any:

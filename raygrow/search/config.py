@@ -165,6 +165,20 @@ class SearchConfig:
     storage: str | None = None
     """Root of the Tune and Train storage paths: a URI (s3://, gs://) or a folder every node
     mounts at the same path; None = the experiment folder (one machine)."""
+    seeds: tuple[int, ...] = ()
+    """Seed replicates: every baseline and every sampled schedule trains once per seed (a seed
+    sets initialisation and data order); empty = one replicate at `seed`."""
+    share_prefixes: bool = True
+    """Trials resume shared pre-growth prefixes from the search's prefix store (bit-identical
+    to training them; see `raygrow.train.prefixes`)."""
+    prefix_store_mb: int = 2048
+    """Size cap of the prefix store; the least recently used entries go first."""
+    growth_lag_tokens: int | None = None
+    """ASHA judges no report within this many tokens after a growth event (the loss right
+    after growth mispredicts the final loss); None = two evaluation intervals."""
+    baselines_from: str | None = None
+    """Another experiment folder whose finished baseline arms this search reuses (they must
+    match this search's target, data, training settings and LR schedule)."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -202,6 +216,15 @@ class SearchConfig:
             (
                 self.scheduler in SCHEDULERS,
                 f"--scheduler {self.scheduler!r} is unknown; use one of {', '.join(SCHEDULERS)}",
+            ),
+            (
+                len(set(self.seeds)) == len(self.seeds) and all(x >= 0 for x in self.seeds),
+                f"--seeds {','.join(map(str, self.seeds))} must be distinct seeds >= 0",
+            ),
+            (self.prefix_store_mb >= 0, f"--prefix-store-mb={self.prefix_store_mb} must be >= 0"),
+            (
+                self.growth_lag_tokens is None or self.growth_lag_tokens >= 0,
+                f"--growth-lag-tokens={self.growth_lag_tokens} must be >= 0",
             ),
             (
                 len(self.baseline_fracs) >= 2 and all(0 < f < 1 for f in self.baseline_fracs),
@@ -257,6 +280,24 @@ class SearchConfig:
         return self
 
     # ------------------------------------------------------------------ derived (not stored)
+    @property
+    def replicate_seeds(self) -> tuple[int, ...]:
+        """The training seeds every arm runs at (`seeds`, else `seed` alone)."""
+        return self.seeds or (self.seed,)
+
+    @property
+    def growth_lag(self) -> int:
+        """`growth_lag_tokens`, its default resolved (two evaluation intervals)."""
+        if self.growth_lag_tokens is not None:
+            return self.growth_lag_tokens
+        return 2 * int(self.base_train().eval_every_tokens)
+
+    @property
+    def prefix_store(self) -> Path:
+        """Folder of the prefix store (under --storage when every node mounts it)."""
+        root = self.storage if self.storage and "://" not in self.storage else self.out
+        return Path(root) / "prefixes"
+
     @property
     def seq_len(self) -> int:
         return int(self.train.value("seq_len"))
@@ -327,6 +368,7 @@ class SearchConfig:
         out["small"] = self.small.to_dict() if self.small is not None else None
         out["train"] = self.train.to_dict()
         out["baseline_fracs"] = list(self.baseline_fracs)
+        out["seeds"] = list(self.seeds)
         return out
 
     @classmethod
@@ -345,6 +387,8 @@ class SearchConfig:
             data["train"] = TrainSettings.from_dict(data["train"])
         if "baseline_fracs" in data:
             data["baseline_fracs"] = tuple(float(f) for f in data["baseline_fracs"])
+        if "seeds" in data:
+            data["seeds"] = tuple(int(x) for x in data["seeds"])
         return cls(**data)
 
     def save(self) -> Path:
