@@ -413,6 +413,8 @@ class Trainer:
             "n_layers": self.model_config.n_layers,
             "d_model": self.model_config.d_model,
             "growth_events": len(st.growth_history),
+            # tokens seen when the model last grew (None: not yet): growth-aware stopping
+            "last_growth_tokens": st.growth_history[-1]["tokens"] if st.growth_history else None,
             "precision": self.config.precision,
         }
 
