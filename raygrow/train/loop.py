@@ -13,9 +13,8 @@ import contextlib
 import json
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -28,9 +27,11 @@ from raygrow.growth import GrowthState, apply_directives, frozen_fqns, grow
 from raygrow.model import ModelConfig, Transformer, build_model
 from raygrow.train.config import TrainConfig
 from raygrow.train.dist import DistContext, resolve_device
+from raygrow.train.hooks import LoopHooks, NullHooks, TrainingDiverged, TrainResult
 from raygrow.train.lr import LRSchedule, LRState, apply_lr_policy
 from raygrow.train.optim import AdamWConfig, build_optimizer, optimizer_state_by_fqn
 from raygrow.train.precision import autocast_dtype, cached_peak_flops, resolve_precision
+from raygrow.train.prefixes import PrefixLink, PrefixStore, link_run
 from raygrow.train.state import (
     TrainState,
     checkpoint_name,
@@ -43,36 +44,6 @@ if TYPE_CHECKING:
     from raygrow.schedule import GrowthSchedule
 
 LN2 = math.log(2.0)
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
-
-
-class LoopHooks(Protocol):
-    """Side effects of a run (Ray reporting, tracking). Every rank calls every hook."""
-
-    def on_eval(self, metrics: dict[str, Any], checkpoint: Path | None) -> None: ...
-
-    def on_growth(self, report: dict[str, Any]) -> None: ...
-
-
-class NullHooks:
-    def on_eval(self, metrics: dict[str, Any], checkpoint: Path | None) -> None:
-        pass
-
-    def on_growth(self, report: dict[str, Any]) -> None:
-        pass
-
-
-@dataclass
-class TrainResult:
-    state: TrainState
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def final(self) -> dict[str, Any]:
-        return self.history[-1] if self.history else {}
 
 
 class Trainer:
@@ -88,6 +59,7 @@ class Trainer:
         hooks: LoopHooks | None = None,
         data: TokenData | None = None,
         verbose: bool = True,
+        prefixes: PrefixStore | None = None,
     ) -> None:
         self.device = resolve_device(config.device)
         if config.threads:
@@ -134,6 +106,12 @@ class Trainer:
         )
         if schedule is not None:  # fail before any compute, not at the growth step
             schedule.validate(config.tokens, config.seq_len, self._budget_flops())
+        self.history: list[dict[str, Any]] = []
+        """This run's evaluation records (from step 0 when started fresh or from a prefix)."""
+        self.flops_reused = 0.0
+        self.prefix = self._link(prefixes) if prefixes is not None else None
+        if self.prefix is not None and resume is not None:
+            self.prefix.complete = False  # earlier records unknown: store nothing of this run
         self.state = self._initial_state(resume)
         self._build(self.state.model_state, self.state.optim_state)
         self.lr_state = LRState.from_dict(self.state.lr_state) if self.state.lr_state else LRState()
@@ -144,6 +122,33 @@ class Trainer:
         if model.vocab_size != self.vocab_size:
             model = model.replace(vocab_size=self.vocab_size)
         return model
+
+    def _link(self, store: PrefixStore) -> PrefixLink:
+        return link_run(
+            store,
+            self.config,
+            self._start_config(),
+            self.schedule,
+            data_id=f"{self.data.manifest.content_sha256}:{self.data.tokenizer_spec}",
+            threads=torch.get_num_threads(),
+            device=self.device.type,
+            budget_flops=self._budget_flops(),
+        )
+
+    def _from_prefix(self) -> TrainState | None:
+        """The latest matching un-grown state of an earlier run (see raygrow.train.prefixes)."""
+        found = self.prefix.resume() if self.prefix is not None else None
+        if found is None:
+            return None
+        state = found.state
+        state.train_config = self.config.to_dict()
+        state.schedule = self.schedule.to_dict() if self.schedule else None
+        # replayed records: computed by an earlier run, so all their FLOPs are reused
+        self.history = [{**r, "reused": True, "flops_reused": r["flops"]} for r in found.records]
+        self.flops_reused = state.flops
+        if self.verbose:
+            print(f"resumed shared prefix at step {state.step} ({found.path})", flush=True)
+        return state
 
     def _initial_state(self, resume: str | Path | None) -> TrainState:
         if resume is not None:
@@ -160,6 +165,9 @@ class Trainer:
                     "same --schedule"
                 )
             return state
+        shared = self._from_prefix()
+        if shared is not None:
+            return shared
         config = self._start_config()
         torch.manual_seed(self.config.seed)  # init is a function of the seed alone
         model = Transformer(config)
@@ -220,6 +228,8 @@ class Trainer:
                 curve,
             ):
                 return
+            if self.prefix is not None:  # the last un-grown state: exactly where others grow
+                self.prefix.offer(self.state, self.history, self.snapshot)
             self._grow(sched.stages[self.state.schedule_cursor])
 
     def _budget_flops(self) -> float:
@@ -351,13 +361,17 @@ class Trainer:
         ckpt_every = (
             cfg.every_steps(cfg.checkpoint_every_tokens) if cfg.checkpoint_every_tokens else 0
         )
-        history: list[dict[str, Any]] = []
+        history = self.history
         metrics_file = self.out_dir / "metrics.jsonl"
         if self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         peak = cached_peak_flops(cfg.precision, self.device)
         window_loss, window_steps, window_time, window_tokens = 0.0, 0, 0.0, 0
-        if st.step == 0 and not st.val_curve:
+        if self.flops_reused:  # a shared prefix: its records, as if this run had made them
+            for rec in history:
+                done = rec["step"] == cfg.total_steps  # a finished run reused whole
+                self._emit(rec, metrics_file, self.save() if done else None)
+        elif st.step == 0 and not st.val_curve:
             history.append(self._eval_record(None, 0.0, 0, peak))
             st.val_curve.append((st.flops, history[-1]["val_loss"]))
             self._emit(history[-1], metrics_file, None)
@@ -371,7 +385,8 @@ class Trainer:
             if self.verbose and cfg.log_every_steps and st.step % cfg.log_every_steps == 0:
                 print(f"step {st.step}/{cfg.total_steps} loss {loss:.4f} lr {lr:.2e}", flush=True)
             last = st.step == cfg.total_steps
-            if st.step % eval_every == 0 or last:
+            evaluated = st.step % eval_every == 0 or last
+            if evaluated:
                 train_loss = self.dist.all_reduce_sum([window_loss / window_steps])[0]
                 train_loss /= self.dist.world_size
                 rec = self._eval_record(train_loss, window_time, window_tokens, peak, lr)
@@ -382,6 +397,8 @@ class Trainer:
                     ckpt = self.save()
                 self._emit(rec, metrics_file, ckpt)
                 window_loss, window_steps, window_time, window_tokens = 0.0, 0, 0.0, 0
+            if self.prefix is not None and self.prefix.wants(st.step, evaluated, last):
+                self.prefix.offer(st, history, self.snapshot)
         return TrainResult(state=self.snapshot(), history=history)
 
     def _eval_record(
@@ -413,6 +430,7 @@ class Trainer:
             "n_layers": self.model_config.n_layers,
             "d_model": self.model_config.d_model,
             "growth_events": len(st.growth_history),
+            "flops_reused": self.flops_reused,  # taken from the prefix store, not computed
             # tokens seen when the model last grew (None: not yet): growth-aware stopping
             "last_growth_tokens": st.growth_history[-1]["tokens"] if st.growth_history else None,
             "precision": self.config.precision,
@@ -460,8 +478,16 @@ def train(
     hooks: LoopHooks | None = None,
     data: TokenData | None = None,
     verbose: bool = True,
+    prefixes: PrefixStore | None = None,
 ) -> TrainResult:
     """Train to the budget; `resume` is a checkpoint file or folder (newest file used)."""
     return Trainer(
-        config, schedule, resume=resume, dist=dist, hooks=hooks, data=data, verbose=verbose
+        config,
+        schedule,
+        resume=resume,
+        dist=dist,
+        hooks=hooks,
+        data=data,
+        verbose=verbose,
+        prefixes=prefixes,
     ).run()

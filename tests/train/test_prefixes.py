@@ -1,0 +1,179 @@
+"""The prefix store: shared un-grown prefixes change no number, keys match only what is equal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from raygrow.model import ModelConfig
+from raygrow.schedule import fixed
+from raygrow.train.config import TrainConfig
+from raygrow.train.loop import train
+from raygrow.train.prefixes import PrefixStore, growth_free_until, prefix_key, wsd_decay_start
+
+TARGET = ModelConfig(n_layers=2, d_model=32, n_heads=2, max_seq_len=32)
+START = TARGET.replace(n_layers=1)
+
+
+def config(out: Path, steps: int = 40, **kw) -> TrainConfig:
+    base = dict(
+        model=TARGET,
+        seq_len=32,
+        batch_size=8,
+        tokens=steps * 8 * 32,
+        warmup_steps=4,
+        eval_every_tokens=10 * 8 * 32,
+        eval_windows=16,
+        out_dir=str(out),
+        log_every_steps=0,
+        threads=1,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def curve(result) -> list[tuple[int, float, float]]:
+    return [(r["step"], r["val_loss"], r["flops"]) for r in result.history]
+
+
+def same_state(a, b) -> None:
+    assert a.state.model_config == b.state.model_config
+    for k, v in a.state.model_state.items():
+        assert torch.equal(v, b.state.model_state[k]), k
+
+
+def test_grown_run_resumes_the_small_runs_prefix_bit_identically(tmp_path: Path) -> None:
+    store = PrefixStore(tmp_path / "store")
+    schedule = fixed(START, "stack", 0.5, factor=2)  # grows at step 20
+    alone = train(config(tmp_path / "alone"), schedule, verbose=False)
+    # the small model alone at the same budget leaves its un-grown states in the store
+    small = train(config(tmp_path / "small", model=START), verbose=False, prefixes=store)
+    assert small.final["flops_reused"] == 0.0
+    shared = train(config(tmp_path / "shared"), schedule, verbose=False, prefixes=store)
+    assert curve(shared) == curve(alone)  # every evaluation, the prefix's replayed ones too
+    same_state(shared, alone)
+    growth = shared.state.growth_history[0]
+    assert growth["step"] == 20 and growth["flops"] == alone.state.growth_history[0]["flops"]
+    assert shared.final["flops_reused"] == growth["flops"]  # the whole prefix came from the store
+    assert [r.get("reused", False) for r in shared.history] == [True] * 3 + [False] * 2
+    lines = (tmp_path / "shared" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [0, 10, 20, 30, 40]
+
+
+def test_later_growth_resumes_an_earlier_growths_prefix(tmp_path: Path) -> None:
+    store = PrefixStore(tmp_path / "store")
+    early, late = fixed(START, "stack", 0.25, factor=2), fixed(START, "stack", 0.75, factor=2)
+    train(config(tmp_path / "early"), early, verbose=False, prefixes=store)
+    shared = train(config(tmp_path / "late"), late, verbose=False, prefixes=store)
+    alone = train(config(tmp_path / "alone"), late, verbose=False)
+    assert curve(shared) == curve(alone)
+    same_state(shared, alone)
+    # the early run stored its states up to its growth (steps 10 and 0.25 * 40 = 10)
+    assert shared.final["flops_reused"] == alone.history[1]["flops"]
+    # a run that grows before anything stored is usable trains from step 0
+    earliest = train(
+        config(tmp_path / "e"), fixed(START, "stack", 0.1, factor=2), verbose=False, prefixes=store
+    )
+    assert earliest.final["flops_reused"] == 0.0
+
+
+def test_wsd_branch_equals_a_separate_run(tmp_path: Path) -> None:
+    """A WSD run to 30 steps resumes the trunk of a 40-step WSD run at its own decay start."""
+    decay = wsd_decay_start(30, 0.2)
+    store = PrefixStore(tmp_path / "store", landmarks=frozenset({decay}))
+    long = config(tmp_path / "long", lr_schedule="wsd")
+    train(long, verbose=False, prefixes=store)
+    short = config(tmp_path / "short", steps=30, lr_schedule="wsd")
+    branch = train(short, verbose=False, prefixes=store)
+    alone = train(short.replace(out_dir=str(tmp_path / "alone")), verbose=False)
+    assert [r["step"] for r in branch.history if r.get("reused")] == [0, 10, 20]
+    assert branch.final["flops_reused"] == pytest.approx(alone.final["flops"] * decay / 30)
+    assert curve(branch) == curve(alone)
+    same_state(branch, alone)
+
+
+def test_finished_run_is_reused_whole_and_cosine_budgets_do_not_share(tmp_path: Path) -> None:
+    store = PrefixStore(tmp_path / "store")
+    first = train(config(tmp_path / "a", model=START), verbose=False, prefixes=store)
+    again = train(config(tmp_path / "b", model=START), verbose=False, prefixes=store)
+    assert curve(again) == curve(first)
+    assert again.final["flops_reused"] == first.final["flops"]  # nothing computed
+    assert (tmp_path / "b" / "checkpoints").is_dir()  # the trial still ends with a checkpoint
+    shorter = train(config(tmp_path / "c", model=START, steps=30), verbose=False, prefixes=store)
+    assert shorter.final["flops_reused"] == 0.0  # cosine: the LR depends on the total
+
+
+@pytest.mark.parametrize(
+    ("change", "shares"),
+    [
+        ({"seed": 1}, False),
+        ({"lr": 1e-3}, False),
+        ({"batch_size": 16}, False),
+        ({"micro_batch_size": 4}, False),
+        ({"eval_every_tokens": 5 * 8 * 32}, False),
+        ({"warmup_steps": 3}, False),
+        ({"weight_decay": 0.0}, False),
+        ({"out_dir": "/elsewhere", "keep_checkpoints": 5, "log_every_steps": 7}, True),
+    ],
+)
+def test_prefix_keys(change: dict, shares: bool) -> None:
+    base = config(Path("/x"))
+    a = prefix_key(base, START, "data", threads=1, device="cpu")
+    b = prefix_key(base.replace(**change), START, "data", threads=1, device="cpu")
+    assert (a.trunk == b.trunk) is shares
+
+
+def test_prefix_keys_model_data_and_budget() -> None:
+    base = config(Path("/x"))
+    key = prefix_key(base, START, "data", threads=1, device="cpu")
+    assert key.trunk != prefix_key(base, TARGET, "data", threads=1, device="cpu").trunk
+    assert key.trunk != prefix_key(base, START, "other", threads=1, device="cpu").trunk
+    assert key.trunk != prefix_key(base, START, "data", threads=2, device="cpu").trunk
+    longer = base.replace(tokens=base.tokens * 2)
+    assert key.trunk != prefix_key(longer, START, "data", threads=1, device="cpu").trunk
+    wsd = base.replace(lr_schedule="wsd")
+    w1 = prefix_key(wsd, START, "data", threads=1, device="cpu")
+    w2 = prefix_key(wsd.replace(tokens=base.tokens * 2), START, "data", threads=1, device="cpu")
+    assert w1.trunk == w2.trunk and w1.branch != w2.branch
+    assert (w1.trunk_until, w2.trunk_until) == (32, 64)
+    const = prefix_key(base.replace(lr_schedule="constant"), START, "d", threads=1, device="cpu")
+    assert const.trunk_until == 39  # the forced final evaluation belongs to the budget
+
+
+def test_damaged_checkpoint_is_skipped_with_a_warning(tmp_path: Path) -> None:
+    warnings: list[str] = []
+    store = PrefixStore(tmp_path / "store", log=warnings.append)
+    train(config(tmp_path / "a", model=START), verbose=False, prefixes=store)
+    stored = sorted((tmp_path / "store").rglob("step-*.pt"))
+    assert [int(p.stem.split("-")[1]) for p in stored] == [10, 20, 30, 40]
+    blob = stored[-1].read_bytes()
+    stored[-1].write_bytes(blob[: len(blob) // 2])  # truncated
+    again = train(config(tmp_path / "b", model=START), verbose=False, prefixes=store)
+    assert len(warnings) == 1 and "truncated or corrupt" in warnings[0]
+    assert again.final["flops_reused"] == again.history[3]["flops"]  # the step-30 state
+    assert not stored[-1].exists() or stored[-1].read_bytes() != blob[: len(blob) // 2]
+
+
+def test_size_cap_keeps_the_most_recently_used(tmp_path: Path) -> None:
+    store = PrefixStore(tmp_path / "store", cap_mb=0.0)
+    train(config(tmp_path / "a", model=START), verbose=False, prefixes=store)
+    assert store.summary()["checkpoints"] == 0  # a cap of 0 keeps nothing
+    roomy = PrefixStore(tmp_path / "store2", cap_mb=10.0)
+    train(config(tmp_path / "b", model=START), verbose=False, prefixes=roomy)
+    summary = roomy.summary()
+    assert summary["checkpoints"] == 4 and summary["keys"] == 1 and 0 < summary["mb"] < 10
+
+
+def test_growth_free_until_replays_clocks_and_curve() -> None:
+    records = [{"step": s, "flops": s * 10.0, "val_loss": 5.0 - s / 10} for s in (0, 10, 20)]
+    by_tokens = lambda tokens, flops, curve: tokens >= 150  # noqa: E731 - grows at step 15
+    assert growth_free_until(15, records, by_tokens, 10, 1.0)
+    assert not growth_free_until(16, records, by_tokens, 10, 1.0)
+    # a curve trigger sees only the evaluations made by then
+    by_curve = lambda tokens, flops, curve: len(curve) >= 3  # noqa: E731 - at step 20
+    assert growth_free_until(20, records, by_curve, 10, 1.0)
+    assert not growth_free_until(21, records, by_curve, 10, 1.0)
+    assert growth_free_until(10**4, records, None, 10, 1.0)
