@@ -9,6 +9,7 @@ benchmarks share one implementation of each rule:
 - `compare`: the scratch frontier per group (paired / pooled seeds), per-record speedups,
   the target's loss and the validity rule
 - `gstack`: G_stack's growth-timing formula
+- `stats`: means with 95% t-intervals over seed replicates
 """
 
 from raygrow.results.compare import (
@@ -29,6 +30,7 @@ from raygrow.results.speedup import (
     scratch_frontier,
     speedup_at_matched_loss,
 )
+from raygrow.results.stats import Interval, mean_interval
 from raygrow.results.status import (
     KIND_ORDER,
     STATUS_KINDS,
@@ -40,6 +42,7 @@ from raygrow.results.status import (
 __all__ = [
     "ARMS",
     "GSTACK",
+    "Interval",
     "KIND_ORDER",
     "STATUS_KINDS",
     "ArmKind",
@@ -54,6 +57,7 @@ __all__ = [
     "flops_to_reach",
     "gstack_growth_tokens",
     "interpolate_curve",
+    "mean_interval",
     "scratch_frontier",
     "scratch_points",
     "speedup_at_matched_loss",

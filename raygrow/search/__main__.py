@@ -26,6 +26,7 @@ from raygrow.errors import EXIT_OK, EXIT_RUN_FAILURE, ConfigError, cli_entry
 RESUME_IGNORES = (
     "space",
     "precision",
+    "lr_schedule",
     "target",
     "budget_flops",
     "tokens",
@@ -84,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         help="auto (default: bf16 autocast only where measured faster on the trial's device), "
         "fp32 or bf16",
+    )
+    p.add_argument(
+        "--lr-schedule",
+        choices=("cosine", "wsd", "constant"),
+        help="LR schedule of every arm (default cosine). wsd: warmup, constant LR, linear "
+        "decay over the last --target-file wsd_decay_frac of each budget; the scratch frontier "
+        "is then one stable-phase run with a cooldown branch per budget (prefix store)",
     )
     p.add_argument("--experiment", help="MLflow experiment name (default <space>-<target>)")
     p.add_argument(
@@ -208,6 +216,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
     """SearchConfig (validated, not yet saved) and the SpaceCheck of its dry run."""
     from raygrow.config import ModelConfig
     from raygrow.search.config import SMOKE, SearchConfig, TrainSettings, parse_target
+    from raygrow.search.lineage import check_baselines_from
     from raygrow.search.spaces import (
         SpaceRef,
         grid_of_space,
@@ -231,6 +240,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
     train = TrainSettings.from_dict({**base.train.to_dict(), **train_file})
     if args.precision is not None:
         train = train.replace(precision=args.precision)
+    if args.lr_schedule is not None:
+        train = train.replace(lr_schedule=args.lr_schedule)
     _check_precision(train.value("precision"), args.use_gpu)
     seq_len = int(train.value("seq_len"))
     if target.max_seq_len < seq_len:
@@ -304,6 +315,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
             )
     small = cfg.small or _fit_seq_len(check.common_start, seq_len)
     cfg = cfg.replace(small=small, num_samples=num_samples, tracking_uri=uri)
+    check_baselines_from(cfg)
     return cfg, check
 
 

@@ -90,11 +90,14 @@ class TrackingCallback(Callback):
         plan = self._safe("planning", self._plan, trial)
         arm = plan.arm if plan is not None else "grown"
         self._finished.discard(trial.trial_id)
+        params = trial_params(trial.config)
+        if plan is not None:
+            params["seed"] = plan.seed  # every trial's training seed, replicate or not
         self._safe(
             "trial_run",
             self.tracker.trial_run,
             trial.trial_id,
-            trial_params(trial.config),
+            params,
             arm,
             run_name=plan.description if plan is not None and plan.description else None,
         )

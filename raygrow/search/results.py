@@ -31,6 +31,7 @@ from raygrow.results import (
     TrialRecord,
     compare,
     finite,
+    mean_interval,
     status_kind,
     target_loss,
     trial_status,
@@ -45,10 +46,12 @@ TABLE_COLUMNS = (
     "val_loss",
     "val_bpb",
     "flops",
+    "flops_reused",
     "tokens",
     "speedup",
     "speedup_vs_scratch",
     "speedup_bound",
+    "scratch_flops_at_loss",
     "reaches_target",
     "n_params",
     "budget_frac",
@@ -147,6 +150,7 @@ def build_rows(infos: Sequence[TrialInfo]) -> list[dict[str, Any]]:
                 "val_loss": _num(res.get("val_loss")),
                 "val_bpb": _num(res.get("val_bpb")),
                 "flops": _num(res.get("flops")),
+                "flops_reused": _num(res.get("flops_reused")) or 0.0,
                 "tokens": _num(res.get("tokens")),
                 "n_params": _num(res.get("n_params")),
                 "budget_frac": float(info.budget_frac),
@@ -154,6 +158,7 @@ def build_rows(infos: Sequence[TrialInfo]) -> list[dict[str, Any]]:
                 "speedup": None,
                 "speedup_vs_scratch": None,
                 "speedup_bound": None,
+                "scratch_flops_at_loss": None,
                 "stop_reason": info.stop_reason if status_kind(status) == "stopped" else None,
             }
         )
@@ -167,6 +172,7 @@ def build_rows(infos: Sequence[TrialInfo]) -> list[dict[str, Any]]:
             row["speedup"] = str(cmp.speedup)
             row["speedup_vs_scratch"] = cmp.speedup.value
             row["speedup_bound"] = cmp.speedup.bound
+            row["scratch_flops_at_loss"] = cmp.speedup.scratch_flops
     rows.sort(key=_rank_key)
     for i, row in enumerate(rows, 1):
         row["rank"] = i
@@ -200,6 +206,77 @@ def validity(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def ledger(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """What the search cost: `search_flops` (computed, baselines included), and
+    `search_flops_naive` (what it would have computed without the prefix store: every trial's
+    own FLOPs, prefix included), from each trial's last report. A trial restored by `--resume`
+    counts its resumed part as computed (conservative)."""
+    spent = sum((r["flops"] or 0.0) - (r.get("flops_reused") or 0.0) for r in rows)
+    naive = sum(r["flops"] or 0.0 for r in rows)
+    return {
+        "search_flops": spent,
+        "search_flops_naive": naive,
+        "sharing_ratio": spent / naive if naive > 0 else None,
+    }
+
+
+def net_speedup(rows: Sequence[dict[str, Any]], search_flops: float) -> str | None:
+    """Scratch FLOPs to reach the best schedule's loss / the search's own compute: above 1x
+    the search paid for itself (a bound when the best schedule's speedup is one)."""
+    best = next((r for r in rows if r["arm"] == "grown" and r["reaches_target"]), None)
+    if best is None or not best["scratch_flops_at_loss"] or search_flops <= 0:
+        return None
+    mark = {"lower": ">", "upper": "<"}.get(best["speedup_bound"] or "", "")
+    return f"{mark}{best['scratch_flops_at_loss'] / search_flops:.3f}x"
+
+
+SCHEDULE_COLUMNS = (
+    "schedule",
+    "seeds",
+    "completed",
+    "val_loss_mean",
+    "speedup_mean",
+    "speedup_low",
+    "speedup_high",
+    "speedup_per_seed",
+    "bounded",
+)
+
+
+def schedule_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Grown schedules over their seed replicates: mean speedup with a 95% t-interval over the
+    completed seeds and the per-seed values (`>`/`<` mark bounds; a mean over bounds is
+    flagged `bounded`, never read as exact). Best mean speedup first."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["arm"] == "grown":
+            groups.setdefault(row["schedule"], []).append(row)
+    out = []
+    for schedule, members in groups.items():
+        members = sorted(members, key=lambda r: (r["seed"] is None, r["seed"]))
+        done = [r for r in members if r["speedup_vs_scratch"] is not None]
+        item: dict[str, Any] = {
+            "schedule": schedule,
+            "seeds": len(members),
+            "completed": len(done),
+            "val_loss_mean": None,
+            "speedup_mean": None,
+            "speedup_low": None,
+            "speedup_high": None,
+            "speedup_per_seed": ", ".join(
+                f"{r['seed']}: {r['speedup'] or status_kind(r['status'])}" for r in members
+            ),
+            "bounded": any(r["speedup_bound"] != "exact" for r in done),
+        }
+        if done:
+            ci = mean_interval([r["speedup_vs_scratch"] for r in done])
+            item.update(speedup_mean=ci.mean, speedup_low=ci.low, speedup_high=ci.high)
+            item["val_loss_mean"] = mean_interval([r["val_loss"] for r in done]).mean
+        out.append(item)
+    out.sort(key=lambda i: -(i["speedup_mean"] or 0.0))
+    return out
+
+
 def to_markdown(rows: Sequence[dict[str, Any]], columns: Sequence[str] = MARKDOWN_COLUMNS) -> str:
     def cell(value: Any, col: str) -> str:
         if value is None:
@@ -229,7 +306,18 @@ def write_tables(rows: Sequence[dict[str, Any]], summary: dict[str, Any], out_di
     for key in ("space", "target", "budget", "validity", "best"):
         if summary.get(key):
             text.append(f"- {key}: {summary[key]}")
+    for key in ("search_flops", "search_flops_naive", "net_speedup"):
+        if summary.get(key) is not None:
+            value = summary[key]
+            shown = f"{value:.4g}" if isinstance(value, float) else value
+            text.append(f"- {key}: {shown}")
     text += ["", to_markdown(rows), ""]
+    schedules = schedule_table(rows)
+    if any(s["seeds"] > 1 for s in schedules):
+        text += ["## Schedules over seed replicates (95% t-intervals)", ""]
+        text += [to_markdown(schedules, SCHEDULE_COLUMNS), ""]
+        frame = pd.DataFrame(schedules, columns=SCHEDULE_COLUMNS)
+        frame.to_parquet(out_dir / "schedules.parquet", index=False)
     (out_dir / "results.md").write_text("\n".join(text))
     return df
 

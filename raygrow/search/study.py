@@ -22,6 +22,13 @@ and creates the study with `load_if_exists=True`) with raygrow's conventions:
   as the user attribute `ray_trial_id`, which is how ownership is decided. A trial told
   (COMPLETE/PRUNED/FAIL) before such a kill, which Tune then runs again from its checkpoint,
   keeps what the study was told: its repeated reports and end are ignored.
+- **Seed replicates** (`--seeds 0,1,2`). One Optuna trial is one schedule; it runs as one Tune
+  trial per seed (the config's `seed` key), asked once and handed to the next Tune trials in
+  turn. ASHA sees every replicate as a trial of its own (a rung compares single runs, which is
+  what its cutoffs are made of). Optuna gets the first seed's intermediate values and is told
+  once every replicate ended: COMPLETE with the mean over seeds, PRUNED if ASHA stopped any,
+  FAIL if any failed; the per-seed values are the trial's user attribute
+  `raygrow.seed_values`.
 """
 
 from __future__ import annotations
@@ -42,6 +49,9 @@ STUDY_FILE = "optuna.db"
 TRIAL_ID_ATTR = "ray_trial_id"
 STOP_REASON_ATTR = "raygrow.stop_reason"
 STEP_KEY = "flops"
+SEED_KEY = "seed"
+"""The Tune config key of a seed replicate's training seed (`raygrow.search.trainable`)."""
+SEEDS_ATTR = "raygrow.seed_values"
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +85,24 @@ class GrowthOptunaSearch(OptunaSearch):
     no early stopping, e.g. `--scheduler fifo`).
     """
 
-    def __init__(self, *args: Any, stop_file: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        stop_file: str | None = None,
+        seeds: tuple[int, ...] = (),
+        **kwargs: Any,
+    ) -> None:
         self.stop_file = stop_file
+        self.seeds = tuple(seeds)
+        self._queued: list[tuple[str, dict, int]] = []
+        """(primary Tune trial, params, seed) replicates waiting for a Tune trial."""
+        self._primary: dict[str, str] = {}
+        """Tune trial -> the Tune trial that asked Optuna for its parameters."""
+        self._outcomes: dict[str, dict[str, tuple[str, float | None]]] = {}
+        """primary -> Tune trial -> (COMPLETE | PRUNED | FAIL, value) of finished replicates."""
+        self._seeds_given: dict[str, int] = {}
+        self._group_params: dict[str, dict] = {}
+        """primary -> the parameters Optuna suggested for its group."""
         super().__init__(*args, **kwargs)
 
     # ------------------------------------------------------------------ study life cycle
@@ -117,8 +143,72 @@ class GrowthOptunaSearch(OptunaSearch):
                 return ot_trial
         return None
 
+    # ------------------------------------------------------------------ seed replicates
+    def _replicated(self) -> bool:
+        return len(getattr(self, "seeds", ())) > 1  # a searcher pickled before replicates
+
+    def _group_of(self, trial_id: str) -> str:
+        return self._primary.get(trial_id, trial_id)
+
+    def _replicate_done(
+        self, trial_id: str, result: dict | None, error: bool, stopped: bool
+    ) -> None:
+        """Record one replicate's end; tell Optuna once every replicate of the group ended:
+        FAIL if any failed, PRUNED (the primary's value) if ASHA stopped any, else COMPLETE
+        with the mean over seeds."""
+        group = self._group_of(trial_id)
+        value = (result or {}).get(self.metric) if isinstance(self.metric, str) else None
+        state = "FAIL" if error or not _finite(value) else "PRUNED" if stopped else "COMPLETE"
+        outcomes = self._outcomes.setdefault(group, {})
+        outcomes[trial_id] = (state, float(value) if _finite(value) else None)
+        self._completed_trials.add(trial_id)
+        if len(outcomes) < len(self.seeds):  # a group has one Tune trial per seed
+            return
+        ot_trial = self._ot_trials.get(group)
+        if ot_trial is None:
+            return
+        states = [st for st, _ in outcomes.values()]
+        values = [v for _, v in outcomes.values() if v is not None]
+        per_seed = {str(self._seed_of(t)): v for t, (_, v) in outcomes.items()}
+        try:
+            ot_trial.set_user_attr(SEEDS_ATTR, per_seed)
+            if "FAIL" in states:
+                self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+            elif "PRUNED" in states:
+                self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+            else:
+                self._ot_study.tell(ot_trial, sum(values) / len(values))
+        except Exception as exc:  # noqa: BLE001 - e.g. told already before a restart
+            logger.warning("Optuna: cannot tell replicate group %s: %s", group, exc)
+
+    def _seed_of(self, trial_id: str) -> int:
+        return self._seeds_given.get(trial_id, self.seeds[0])
+
     # ------------------------------------------------------------------ Searcher API
     def suggest(self, trial_id: str) -> dict | None:
+        if not self._replicated():
+            params = self._suggest(trial_id)
+            if params is not None and getattr(self, "seeds", ()):
+                params = {**params, SEED_KEY: self.seeds[0]}
+            return params
+        if trial_id in self._seeds_given:  # asked again (restore): the same answer
+            params = self._group_params.get(self._group_of(trial_id))
+            if params is not None:
+                return {**params, SEED_KEY: self._seeds_given[trial_id]}
+        if self._queued:
+            group, params, seed = self._queued.pop(0)
+            self._primary[trial_id] = group
+            self._seeds_given[trial_id] = seed
+            return {**params, SEED_KEY: seed}
+        params = self._suggest(trial_id)
+        if params is None:
+            return None
+        self._group_params[trial_id] = params
+        self._seeds_given[trial_id] = self.seeds[0]
+        self._queued += [(trial_id, params, seed) for seed in self.seeds[1:]]
+        return {**params, SEED_KEY: self.seeds[0]}
+
+    def _suggest(self, trial_id: str) -> dict | None:
         if self._ot_study is not None and trial_id not in self._ot_trials:
             orphan = self._orphan()
             if orphan is not None:
@@ -131,6 +221,8 @@ class GrowthOptunaSearch(OptunaSearch):
         return params
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self._primary:  # Optuna's intermediate values are the first seed's
+            return None
         if isinstance(self.metric, list) or trial_id in self._completed_trials:
             return super().on_trial_result(trial_id, result)
         value = result.get(self.metric)
@@ -148,6 +240,16 @@ class GrowthOptunaSearch(OptunaSearch):
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
+        if self._replicated():
+            if trial_id in self._completed_trials:
+                return None
+            stopped = bool(result) and not error
+            stopped = stopped and trial_id in asha.stop_reasons(self.stop_file)
+            if trial_id not in self._primary:
+                self._adopt(trial_id)
+                if result and not error:
+                    self._report_last(trial_id, result)
+            return self._replicate_done(trial_id, result, error, stopped)
         if trial_id not in self._completed_trials:
             self._adopt(trial_id)
         value = (result or {}).get(self.metric) if isinstance(self.metric, str) else None
@@ -167,6 +269,12 @@ class GrowthOptunaSearch(OptunaSearch):
             logger.warning("Optuna: cannot tell trial %s PRUNED: %s", trial_id, exc)
         self._completed_trials.add(trial_id)
         return None
+
+    def _report_last(self, trial_id: str, result: dict) -> None:
+        ot_trial = self._ot_trials.get(trial_id)
+        value = result.get(self.metric)
+        if ot_trial is not None and _finite(value):
+            self._report(ot_trial, float(value), result)
 
     @staticmethod
     def _report(ot_trial: optuna.trial.Trial, value: float, result: dict) -> None:

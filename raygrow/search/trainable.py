@@ -31,12 +31,15 @@ from pathlib import Path
 from typing import Any
 
 from raygrow.config import ModelConfig
+from raygrow.search import lineage
 from raygrow.search.config import SearchConfig
 from raygrow.train.config import TrainConfig
+from raygrow.train.prefixes import PrefixStore
 from raygrow.train.worker import RayReportHooks, link_or_copy, open_reported_checkpoint
 
 DIVERGED_MARKER = "DIVERGED"
 BASELINE_KEY = "schedule"
+SEED_KEY = "seed"
 
 
 class TrialDiverged(RuntimeError):
@@ -86,8 +89,7 @@ def baseline_arms(cfg: SearchConfig) -> dict[str, dict[str, Any]]:
 
 def arm_tokens(cfg: SearchConfig, frac: float) -> int:
     """Token budget of a fraction of the full budget, in whole steps."""
-    step = cfg.tokens_per_step
-    return max(1, round(cfg.tokens * frac / step)) * step
+    return lineage.arm_steps(cfg, frac) * cfg.tokens_per_step
 
 
 def trial_dir(cfg: SearchConfig, trial_id: str) -> Path:
@@ -95,14 +97,17 @@ def trial_dir(cfg: SearchConfig, trial_id: str) -> Path:
 
 
 def plan_trial(cfg: SearchConfig, config: dict[str, Any], trial_id: str) -> TrialPlan:
-    """TrainConfig + schedule of one trial, from its Tune config (pure; no Ray)."""
+    """TrainConfig + schedule of one trial, from its Tune config (pure; no Ray). A `seed` in
+    the config (a seed replicate, `--seeds`) overrides the search's training seed."""
     from raygrow.search.samples import sample_to_schedule
 
     out_dir = str(trial_dir(cfg, trial_id))
+    seed = config.get(SEED_KEY)
     if config.get("arm") == "grown" or "growth" in config:
         schedule = sample_to_schedule(config["growth"], cfg.target, cfg.tokens, cfg.seq_len)
         model = schedule.start if schedule is not None else cfg.target
         train = cfg.base_train(model=model).replace(out_dir=out_dir)
+        train = train if seed is None else train.replace(seed=int(seed))
         description = str(config.get("schedule", ""))
         return TrialPlan("grown", description, train, schedule, 1.0, train.seed)
     description = str(config[BASELINE_KEY])
@@ -112,6 +117,7 @@ def plan_trial(cfg: SearchConfig, config: dict[str, Any], trial_id: str) -> Tria
     model = ModelConfig.from_dict(arm["model"])
     train = cfg.base_train(model=model, tokens=arm_tokens(cfg, arm["frac"]))
     train = train.replace(out_dir=out_dir)
+    train = train if seed is None else train.replace(seed=int(seed))
     return TrialPlan(arm["arm"], description, train, None, float(arm["frac"]), train.seed)
 
 
@@ -158,7 +164,7 @@ def trial_driver(config: dict[str, Any], search: dict[str, Any] | None = None) -
     Path(plan.train.out_dir).mkdir(parents=True, exist_ok=True)
     try:
         if cfg.workers == 1:
-            train_in_trial(plan, use_gpu=cfg.use_gpu)
+            train_in_trial(plan, use_gpu=cfg.use_gpu, prefixes=lineage.prefix_store_of(cfg))
         else:
             train_with_ray_train(plan, cfg, trial_id)
     except Exception as exc:
@@ -173,12 +179,14 @@ _TOKENS: dict[tuple[str, str | None], Any] = {}
 """Token data per (source, tokenizer), kept by a reused trial process for its next trials."""
 
 
-def train_in_trial(plan: TrialPlan, *, use_gpu: bool) -> None:
+def train_in_trial(plan: TrialPlan, *, use_gpu: bool, prefixes: PrefixStore | None) -> None:
     """One worker: raygrow's loop in this trial process, reporting through `tune.report`.
 
     A restored trial continues from `tune.get_checkpoint()` (the loop's checkpoint file that
     an earlier report attached). ASHA's stop arrives as the blocked `tune.report` raising
     SystemExit in this thread; the process then takes the next trial (reuse_actors).
+    `prefixes`: the search's prefix store (`raygrow.train.prefixes`): a trial resumes the
+    latest stored un-grown state its schedule shares and leaves its own.
     """
     import torch
     from ray import tune
@@ -208,6 +216,7 @@ def train_in_trial(plan: TrialPlan, *, use_gpu: bool) -> None:
             hooks=TuneReportHooks(resumed_from_step),
             data=_TOKENS[key],
             verbose=False,
+            prefixes=prefixes,
         )
     trainer.run()
 

@@ -58,10 +58,17 @@ from raygrow.search import results
 from raygrow.search.asha import RecordingASHA, state_path, stop_texts
 from raygrow.search.callbacks import TrackingCallback, get_tracker
 from raygrow.search.config import SearchConfig
+from raygrow.search.lineage import check_baselines_from, prefix_store_of
 from raygrow.search.results import validity
 from raygrow.search.spaces import SpaceRef, grid_of_space
 from raygrow.search.study import GrowthOptunaSearch, make_storage
-from raygrow.search.trainable import BASELINE_KEY, baseline_arms, plan_trial, trial_driver
+from raygrow.search.trainable import (
+    BASELINE_KEY,
+    SEED_KEY,
+    baseline_arms,
+    plan_trial,
+    trial_driver,
+)
 from raygrow.search.watch import PlacementGroupWatch
 from raygrow.tracking import corpus_dataset_input, default_tracking_uri
 from raygrow.train.driver import ray_session
@@ -71,6 +78,7 @@ MODE = "min"
 TIME_ATTR = "flops"
 BASELINES = "baselines"
 SEARCH = "search"
+FRONTIER = "frontier"
 DRIVER_RESOURCE = "train_driver"
 PROGRESS_METRICS = {
     "val_loss": "val_loss",
@@ -124,7 +132,13 @@ def make_searcher(cfg: SearchConfig) -> Any:
         kwargs = {"storage": make_storage(cfg.experiment_dir), "study_name": cfg.experiment}
     stop_file = _asha_state_file(cfg) if cfg.scheduler == "asha" else None
     return GrowthOptunaSearch(
-        space=space, metric=METRIC, mode=MODE, sampler=sampler, stop_file=stop_file, **kwargs
+        space=space,
+        metric=METRIC,
+        mode=MODE,
+        sampler=sampler,
+        stop_file=stop_file,
+        seeds=cfg.seeds,
+        **kwargs,
     )
 
 
@@ -146,6 +160,7 @@ def make_scheduler(cfg: SearchConfig) -> Any:
         reduction_factor=cfg.reduction_factor,
         stop_last_trials=False,  # grown runs end below max_t FLOPs; let survivors finish
         state_file=_asha_state_file(cfg),
+        growth_lag_tokens=cfg.growth_lag,  # no judgement right after a growth (issue 15)
     )
 
 
@@ -178,6 +193,11 @@ def _run_config(cfg: SearchConfig, name: str, total: int) -> Any:
     )
 
 
+def search_trials(cfg: SearchConfig) -> int:
+    """Tune trials of the search run: every sampled schedule once per seed replicate."""
+    return cfg.num_samples * len(cfg.replicate_seeds)
+
+
 def search_wiring(cfg: SearchConfig) -> Wiring:
     """The Optuna + ASHA run over the space (inspectable without Ray)."""
     searcher = make_searcher(cfg)
@@ -188,31 +208,51 @@ def search_wiring(cfg: SearchConfig) -> Wiring:
         tune_config=tune.TuneConfig(
             search_alg=searcher,
             scheduler=scheduler,
-            num_samples=cfg.num_samples,
+            num_samples=search_trials(cfg),
             max_concurrent_trials=cfg.max_concurrent,
             reuse_actors=cfg.workers == 1,  # a finished trial's process takes the next
         ),
-        run_config=_run_config(cfg, SEARCH, cfg.num_samples),
+        run_config=_run_config(cfg, SEARCH, search_trials(cfg)),
         searcher=searcher,
         scheduler=scheduler,
     )
 
 
-def baseline_wiring(cfg: SearchConfig) -> Wiring:
-    """The fixed arms (FIFO: nothing stops them), one trial per arm."""
+def baseline_stages(cfg: SearchConfig) -> list[tuple[str, list[str]]]:
+    """The baseline arms in the Tune runs that train them, in order.
 
-    arms = list(baseline_arms(cfg))
+    One run of every arm, except where a shorter scratch budget can branch off the full-budget
+    run's stable phase (WSD or constant LR with prefix sharing): then the full-budget arms run
+    first and the shorter budgets (`frontier`) after them, so that each finds its trunk stored
+    and trains only its cooldown. Nothing waits on anything inside a run."""
+    arms = baseline_arms(cfg)
+    full = [name for name, arm in arms.items() if arm["frac"] == 1.0]
+    shorter = [name for name in arms if name not in full]
+    if cfg.share_prefixes and cfg.base_train().lr_schedule != "cosine" and shorter:
+        return [(BASELINES, full), (FRONTIER, shorter)]
+    return [(BASELINES, list(arms))]
+
+
+def baseline_wiring(
+    cfg: SearchConfig, name: str = BASELINES, arms: list[str] | None = None
+) -> Wiring:
+    """The fixed arms (FIFO: nothing stops them), one trial per arm and seed replicate."""
+
+    arms = list(baseline_arms(cfg)) if arms is None else arms
+    space: dict[str, Any] = {BASELINE_KEY: tune.grid_search(arms)}
+    if cfg.seeds:
+        space[SEED_KEY] = tune.grid_search(list(cfg.seeds))
     scheduler = FIFOScheduler()
     return Wiring(
-        name=BASELINES,
-        param_space={BASELINE_KEY: tune.grid_search(arms)},
+        name=name,
+        param_space=space,
         tune_config=tune.TuneConfig(
             scheduler=scheduler,
             num_samples=1,
             max_concurrent_trials=cfg.max_concurrent,
             reuse_actors=cfg.workers == 1,  # a finished trial's process takes the next
         ),
-        run_config=_run_config(cfg, BASELINES, len(arms)),
+        run_config=_run_config(cfg, name, len(arms) * len(cfg.replicate_seeds)),
         scheduler=scheduler,
     )
 
@@ -312,6 +352,7 @@ def run_search(cfg: SearchConfig, *, retry_errored: bool = False) -> SearchOutco
         raise ConfigError(f"SearchConfig.out={cfg.out!r} must be an absolute folder")
     if not cfg.tracking_uri:
         cfg = cfg.replace(tracking_uri=default_tracking_uri(cfg.out))
+    check_baselines_from(cfg)
     exp = cfg.experiment_dir
     print(f"raygrow.search: experiment folder {exp}", flush=True)
     print(f"raygrow.search: MLflow experiment {cfg.experiment!r}: {mlflow_ui_command(cfg)}")
@@ -333,18 +374,20 @@ def run_search(cfg: SearchConfig, *, retry_errored: bool = False) -> SearchOutco
     complete = True
     with search_ray(cfg):
         trainable = make_trainable(cfg)
-        grid = _fit(
-            baseline_wiring(cfg), trainable, f"{cfg.tune_storage}/{BASELINES}", retry_errored
-        )
-        infos += results.collect_trials(grid, plan_of)
-        complete = all(i.tune_status in ("TERMINATED", "ERROR") for i in infos)
+        for name, arms in baseline_stages(cfg):
+            if not complete:
+                break
+            wiring = baseline_wiring(cfg, name, arms)
+            grid = _fit(wiring, trainable, f"{cfg.tune_storage}/{name}", retry_errored)
+            infos += results.collect_trials(grid, plan_of)
+            complete = all(i.tune_status in ("TERMINATED", "ERROR") for i in infos)
         if complete and cfg.num_samples > 0:
             grid = _fit(
                 search_wiring(cfg), trainable, f"{cfg.tune_storage}/{SEARCH}", retry_errored
             )
             found = results.collect_trials(grid, plan_of, _stop_texts(cfg))
             infos += found
-            complete = len(found) >= cfg.num_samples and all(
+            complete = len(found) >= search_trials(cfg) and all(
                 i.tune_status in ("TERMINATED", "ERROR") for i in found
             )
 
@@ -363,6 +406,7 @@ def run_search(cfg: SearchConfig, *, retry_errored: bool = False) -> SearchOutco
     print()
     for key in ("validity", "best", "counts"):
         print(f"raygrow.search: {key}: {summary[key]}")
+    print(f"raygrow.search: cost: {_cost_text(summary)}")
     print(f"raygrow.search: results {exp / 'results.parquet'} and {exp / 'results.md'}")
     print(f"raygrow.search: MLflow experiment {cfg.experiment!r}: {mlflow_ui_command(cfg)}")
     if complete:
@@ -397,6 +441,19 @@ def _summary(
             f"({reach} the target's scratch loss)"
         )
     counts = Counter(f"{r['arm']} {status_kind(r['status'])}" for r in rows)
+    cost = results.ledger(rows)
+    net = results.net_speedup(rows, cost["search_flops"])
+    store = prefix_store_of(cfg)
+    replicated = [s for s in results.schedule_table(rows) if s["seeds"] > 1]
+    if replicated and replicated[0]["speedup_mean"] is not None:
+        top = replicated[0]
+        low, high = top["speedup_low"], top["speedup_high"]
+        spread = f" [{low:.2f}, {high:.2f}]" if low is not None else ""
+        best += (
+            f"; best mean over seeds: {top['schedule']}: {top['speedup_mean']:.2f}x{spread} "
+            f"(95% t-interval, {top['completed']}/{top['seeds']} seeds completed"
+            f"{', bounds included' if top['bounded'] else ''})"
+        )
     return {
         "experiment": cfg.experiment,
         "space": cfg.space,
@@ -409,9 +466,29 @@ def _summary(
         "counts": ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())),
         "complete": complete,
         "seconds": round(seconds, 1),
+        **cost,
+        "net_speedup": net,
+        "prefix_store": store.summary() if store is not None else None,
         "tracking_uri": cfg.tracking_uri,
         "mlflow_ui": mlflow_ui_command(cfg),
     }
+
+
+def _cost_text(summary: dict[str, Any]) -> str:
+    spent, naive = summary["search_flops"], summary["search_flops_naive"]
+    text = f"{spent:.3g} FLOPs computed ({naive:.3g} without the prefix store"
+    if summary["sharing_ratio"] is not None:
+        text += f", ratio {summary['sharing_ratio']:.2f}"
+    text += ")"
+    if summary["net_speedup"]:
+        text += f"; speedup net of the search's cost {summary['net_speedup']}"
+    store = summary.get("prefix_store")
+    if store:
+        text += (
+            f"; prefix store {store['root']}: {store['checkpoints']} states of "
+            f"{store['keys']} prefixes, {store['mb']:.1f}/{store['cap_mb']:.0f} MB"
+        )
+    return text
 
 
 def _quiet(fn: Any, *args: Any) -> None:

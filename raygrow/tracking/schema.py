@@ -27,7 +27,18 @@ CONTRACT_METRICS = (
 # numeric extras the loop and the Ray worker report (elapsed_s: wall seconds since the
 # attempt's first eval); anything else (Tune's autofilled
 # time_this_iter_s, training_iteration, pid, ...) is not logged
-EXTRA_METRICS = ("mfu", "n_layers", "d_model", "growth_events", "step", "grad_norm", "elapsed_s")
+EXTRA_METRICS = (
+    "mfu",
+    "n_layers",
+    "d_model",
+    "growth_events",
+    "step",
+    "grad_norm",
+    "elapsed_s",
+    "flops_reused",  # compute taken from the prefix store (raygrow.train.prefixes)
+)
+# the search's own cost, logged under these names to its parent run (raygrow.search.results)
+SEARCH_METRICS = ("search_flops", "search_flops_naive")
 
 TAG_ROLE = "raygrow.role"  # "search" | "trial"
 TAG_SEARCH = "raygrow.search"

@@ -29,6 +29,7 @@ from raygrow.tracking.schema import (
     MAX_PARAM_LEN,
     MAX_TAG_LEN,
     MLFLOW_STATUS,
+    SEARCH_METRICS,
     TAG_ARM,
     TAG_OPERATORS,
     TAG_PARENT,
@@ -151,6 +152,9 @@ class SearchTracker:
             flat = flatten(summary or {})
             self._log_tags(run_id, {f"summary.{k}": v for k, v in flat.items()})
             numeric = {k: float(v) for k, v in flat.items() if is_number(v)}
+            numeric.update(
+                {k: float(summary[k]) for k in SEARCH_METRICS if is_number(summary.get(k))}
+            )
             self._log_metric_dict(run_id, numeric, step=0)
             self.client.set_terminated(run_id, status="FINISHED")
 

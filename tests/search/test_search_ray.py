@@ -129,6 +129,25 @@ def test_smoke_search(ray_cluster, tmp_path) -> None:
     for _, row in table.iterrows():
         assert by_trial[row["trial_id"]] == row["status"]
     check_study_and_stop_reasons(tmp_path, "test-search", table, children)
+    assert (children["params.seed"] == "0").all()  # every trial logs its training seed
+
+    # the grown trials start from the small arm's model, seed, data and LR schedule: each
+    # resumed that arm's stored un-grown state instead of training it (the FLOP ledger)
+    assert (table.loc[table["arm"] == "grown", "flops_reused"] > 0).all()
+    assert (table.loc[table["arm"] != "grown", "flops_reused"] == 0).all()
+    summary = outcome.summary
+    spent = (table["flops"].fillna(0) - table["flops_reused"]).sum()
+    assert summary["search_flops"] == pytest.approx(spent)
+    assert summary["search_flops"] < summary["search_flops_naive"]
+    import mlflow
+
+    parent = mlflow.search_runs(
+        experiment_names=["test-search"], filter_string="tags.`raygrow.role` = 'search'"
+    )
+    assert parent["metrics.search_flops"].iloc[0] == pytest.approx(summary["search_flops"])
+    assert parent["metrics.search_flops_naive"].iloc[0] == pytest.approx(
+        spent + table["flops_reused"].sum()
+    )
 
 
 @pytest.mark.slow  # two Ray start-ups and ~7 trials: about 3 minutes on a quiet machine
