@@ -17,7 +17,16 @@ uninterrupted search would have stopped (issue 13, item 6).
   where the tracking callback (`raygrow.stop_reason`), the results table and the Optuna
   searcher (PRUNED, not COMPLETE) read them;
 - a trial stopped before a kill that Tune resumes anyway (its STOP was decided, the experiment
-  state not yet saved) is stopped again at its first report.
+  state not yet saved) is stopped again at its first report;
+- growth-aware stopping (issue 15): the loss right after a growth event mispredicts the final
+  loss, so a report within `growth_lag_tokens` tokens after the trial's last growth
+  (`tokens - last_growth_tokens < growth_lag_tokens`) is neither judged nor recorded at any
+  rung. A rung milestone passed inside the lag is remembered (in the state file) and judged,
+  with the trial's value then, at its first report after the lag - also when that report has
+  passed a higher rung too (Ray's bracket alone would record only the higher one). The stop
+  reason says whether the lag applied (`lag_deferred`, `growth_lag_tokens`). A trial that
+  ends inside its lag (`on_trial_complete`) has its final value recorded at the rungs it
+  passed, as Ray records a final result, without a judgement.
 """
 
 from __future__ import annotations
@@ -58,13 +67,20 @@ def stop_reasons(path: str | Path | None) -> dict[str, dict[str, Any]]:
 
 
 def describe(reason: dict[str, Any]) -> str:
-    """One line: `rung 1.2e+12 FLOPs: val_loss 2.4310 worse than cutoff 2.3012 of 3 trials`."""
+    """One line: `rung 1.2e+12 FLOPs: val_loss 2.4310 worse than cutoff 2.3012 of 3 trials`,
+    with `; judged after growth lag (N tokens)` appended when the growth lag deferred it."""
     cutoff = reason.get("cutoff")
     cut = f"{cutoff:.4f}" if isinstance(cutoff, int | float) else str(cutoff)
-    return (
+    text = (
         f"rung {float(reason['rung_flops']):.3g} FLOPs: {reason.get('metric', 'value')} "
         f"{float(reason['value']):.4f} worse than cutoff {cut} of {reason['n_at_rung']} trials"
     )
+    if reason.get("lag_deferred"):  # absent in state files written before growth-aware stopping
+        lag = reason.get("growth_lag_tokens")
+        text += (
+            f"; judged after growth lag ({int(lag)} tokens)" if lag else "; judged after growth lag"
+        )
+    return text
 
 
 def stop_texts(path: str | Path | None) -> dict[str, str]:
@@ -94,6 +110,26 @@ class _RecordingBracket(_Bracket):
                 }
         return action
 
+    def judge_at(self, trial: Any, milestone: float, cur_rew: float | None) -> str:
+        """Ray's decision and record at one given rung (a rung deferred by the growth lag,
+        which `on_result` would skip once the trial has passed a higher rung); sets `last`."""
+        self.last = None
+        for m, recorded in self._rungs:
+            if float(m) != float(milestone) or trial.trial_id in recorded:
+                continue
+            cutoff = self.cutoff(recorded)
+            stop = cutoff is not None and cur_rew is not None and cur_rew < cutoff
+            if cur_rew is not None:
+                recorded[trial.trial_id] = cur_rew
+                self.last = {
+                    "milestone": float(m),
+                    "cutoff": None if cutoff is None else float(cutoff),
+                    "reward": float(cur_rew),
+                    "n_at_rung": len(recorded) - 1,
+                }
+            return TrialScheduler.STOP if stop else TrialScheduler.CONTINUE
+        return TrialScheduler.CONTINUE
+
 
 class RecordingASHA(AsyncHyperBandScheduler):
     """`ASHAScheduler` with persisted rung records and stop reasons (see the module doc)."""
@@ -110,6 +146,7 @@ class RecordingASHA(AsyncHyperBandScheduler):
         brackets: int = 1,
         stop_last_trials: bool = True,
         state_file: str | None = None,
+        growth_lag_tokens: int = 0,
     ) -> None:
         super().__init__(
             time_attr=time_attr,
@@ -129,11 +166,17 @@ class RecordingASHA(AsyncHyperBandScheduler):
         ]
         self.state_file = state_file
         self.stop_reasons: dict[str, dict[str, Any]] = {}
+        self.growth_lag_tokens = int(growth_lag_tokens or 0)
+        # trial_id -> rungs passed inside the growth lag, not yet judged: one dict per rung
+        # (milestone, and the flops / tokens / last_growth_tokens of the report that passed it)
+        self.lag_deferred: dict[str, list[dict[str, Any]]] = {}
         self._loaded = False
 
     # ------------------------------------------------------------------ persistence
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("growth_lag_tokens", 0)  # pickled before growth-aware stopping
+        self.__dict__.setdefault("lag_deferred", {})
         self._loaded = False  # an unpickled scheduler (Tuner.restore) reads the file again
 
     def start_fresh(self) -> None:
@@ -143,6 +186,7 @@ class RecordingASHA(AsyncHyperBandScheduler):
         for _, recorded in self._rungs_all():
             recorded.clear()
         self.stop_reasons = {}
+        self.lag_deferred = {}
         self._num_stopped = 0
         self._loaded = True
 
@@ -162,6 +206,8 @@ class RecordingASHA(AsyncHyperBandScheduler):
             ],
             "stops": self.stop_reasons,
             "num_stopped": self._num_stopped,
+            "growth_lag_tokens": self.growth_lag_tokens,
+            "lag_deferred": self.lag_deferred,
         }
 
     def save_state(self) -> None:
@@ -188,6 +234,9 @@ class RecordingASHA(AsyncHyperBandScheduler):
                 recorded.update({k: float(v) for k, v in values.items()})
         self.stop_reasons = dict(state.get("stops", {}))
         self._num_stopped = int(state.get("num_stopped", len(self.stop_reasons)))
+        self.lag_deferred = {  # absent in state files written before growth-aware stopping
+            tid: [dict(d) for d in rungs] for tid, rungs in state.get("lag_deferred", {}).items()
+        }
 
     def _ensure_loaded(self) -> None:
         if self._loaded:
@@ -210,27 +259,110 @@ class RecordingASHA(AsyncHyperBandScheduler):
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         self._ensure_loaded()
-        if trial.trial_id in self.stop_reasons:  # stopped before a restart: stays stopped
+        tid = trial.trial_id
+        if tid in self.stop_reasons:  # stopped before a restart: stays stopped
             return TrialScheduler.STOP
-        bracket = self._trial_info.get(trial.trial_id)
+        bracket = self._trial_info.get(tid)
         if bracket is not None:
+            bracket.last = None
+        judged = (
+            bracket is not None
+            and self._time_attr in result
+            and self._metric in result
+            and not (result[self._time_attr] >= self._max_t and self._stop_last_trials)
+        )
+        if judged and self._in_lag(result):
+            if self._defer(bracket, tid, result):
+                self.save_state()
+            return TrialScheduler.CONTINUE  # nothing judged or recorded inside the lag
+        deferred = self.lag_deferred.get(tid, []) if judged else []
+        if deferred:  # first report after the lag: judge the rungs passed inside it first
+            reward = self._metric_op * result[self._metric]
+            for rung in sorted(deferred, key=lambda d: float(d["milestone"])):
+                action = bracket.judge_at(trial, rung["milestone"], reward)
+                if action == TrialScheduler.STOP:
+                    self._num_stopped += 1
+                    self._stop(tid, bracket.last, result, rung)
+                    return action
+            del self.lag_deferred[tid]
             bracket.last = None
         action = super().on_trial_result(tune_controller, trial, result)
         last = getattr(bracket, "last", None)
-        if last is not None:
-            if action == TrialScheduler.STOP:
-                self.stop_reasons[trial.trial_id] = self._reason(last, result)
+        if last is not None or deferred:
+            if last is not None and action == TrialScheduler.STOP:
+                self.stop_reasons[tid] = self._reason(last, result)
             self.save_state()
         return action
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
         self._ensure_loaded()
-        bracket = self._trial_info.get(trial.trial_id)
+        tid = trial.trial_id
+        bracket = self._trial_info.get(tid)
         if bracket is not None:
             bracket.last = None
         super().on_trial_complete(tune_controller, trial, result)
-        if getattr(bracket, "last", None) is not None:
+        changed = getattr(bracket, "last", None) is not None
+        deferred = self.lag_deferred.pop(tid, None)
+        if deferred:  # ended inside (or right after) its lag: the final value at those rungs
+            changed = True
+            if bracket is not None and self._metric in result:
+                reward = self._metric_op * result[self._metric]
+                for rung in deferred:
+                    bracket.judge_at(trial, rung["milestone"], reward)  # record, no stop
+        if changed:
             self.save_state()
+
+    def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        super().on_trial_remove(tune_controller, trial)
+        if self.lag_deferred.pop(trial.trial_id, None) is not None:
+            self.save_state()
+
+    # ------------------------------------------------------------------ growth lag
+    def _in_lag(self, result: dict) -> bool:
+        """The report lies within `growth_lag_tokens` tokens after the trial's last growth."""
+        if self.growth_lag_tokens <= 0:
+            return False
+        tokens, grown = _num(result.get("tokens")), _num(result.get("last_growth_tokens"))
+        return tokens is not None and grown is not None and tokens - grown < self.growth_lag_tokens
+
+    def _defer(self, bracket: _RecordingBracket, tid: str, result: dict) -> bool:
+        """Remember the rungs this in-lag report has passed unrecorded; True if any is new.
+
+        Without `stop_last_trials` Ray never records a trial below a rung it is recorded at
+        (a rung jumped over stays empty), so such rungs are not deferred either."""
+        now = result[self._time_attr]
+        known = {float(d["milestone"]) for d in self.lag_deferred.get(tid, [])}
+        if not self._stop_last_trials:
+            done = [float(m) for m, recorded in bracket._rungs if tid in recorded]
+            known |= {float(m) for m, _ in bracket._rungs if done and float(m) < max(done)}
+        new = [
+            {
+                "milestone": float(milestone),
+                self._time_attr: _num(now),
+                "tokens": _num(result.get("tokens")),
+                "last_growth_tokens": _num(result.get("last_growth_tokens")),
+            }
+            for milestone, recorded in bracket._rungs
+            if now >= milestone and tid not in recorded and float(milestone) not in known
+        ]
+        if new:
+            self.lag_deferred.setdefault(tid, []).extend(new)
+        return bool(new)
+
+    def _stop(
+        self, tid: str, last: dict[str, Any] | None, result: dict, rung: dict[str, Any]
+    ) -> None:
+        if last is not None:
+            reason = self._reason(last, result)
+            reason.update(
+                lag_deferred=True,
+                deferred_at_flops=rung.get(self._time_attr),
+                last_growth_tokens=rung.get("last_growth_tokens"),
+                tokens=_num(result.get("tokens")),
+            )
+            self.stop_reasons[tid] = reason
+        self.lag_deferred.pop(tid, None)
+        self.save_state()
 
     def _reason(self, last: dict[str, Any], result: dict) -> dict[str, Any]:
         sign = self._metric_op or 1.0  # rung records hold metric_op * value (min: -loss)
@@ -243,6 +375,8 @@ class RecordingASHA(AsyncHyperBandScheduler):
             "metric": self._metric,
             "mode": self._mode,
             self._time_attr: _num(result.get(self._time_attr)),
+            "lag_deferred": False,
+            "growth_lag_tokens": self.growth_lag_tokens,
         }
 
 
