@@ -220,14 +220,17 @@ def ledger(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def net_speedup(rows: Sequence[dict[str, Any]], search_flops: float) -> str | None:
+def net_speedup(rows: Sequence[dict[str, Any]], search_flops: float) -> dict[str, Any]:
     """Scratch FLOPs to reach the best schedule's loss / the search's own compute: above 1x
-    the search paid for itself (a bound when the best schedule's speedup is one)."""
+    the search paid for itself. A bound when the best schedule's speedup is one (`>`: scratch
+    never reached its loss, so it would have needed more). Empty when no schedule reaches the
+    target's scratch loss."""
     best = next((r for r in rows if r["arm"] == "grown" and r["reaches_target"]), None)
     if best is None or not best["scratch_flops_at_loss"] or search_flops <= 0:
-        return None
+        return {"net_speedup": None, "net_speedup_x": None}
+    value = best["scratch_flops_at_loss"] / search_flops
     mark = {"lower": ">", "upper": "<"}.get(best["speedup_bound"] or "", "")
-    return f"{mark}{best['scratch_flops_at_loss'] / search_flops:.3f}x"
+    return {"net_speedup": f"{mark}{value:.3f}x", "net_speedup_x": value}
 
 
 SCHEDULE_COLUMNS = (

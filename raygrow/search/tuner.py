@@ -467,7 +467,7 @@ def _summary(
         "complete": complete,
         "seconds": round(seconds, 1),
         **cost,
-        "net_speedup": net,
+        **net,
         "prefix_store": store.summary() if store is not None else None,
         "tracking_uri": cfg.tracking_uri,
         "mlflow_ui": mlflow_ui_command(cfg),

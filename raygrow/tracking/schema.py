@@ -38,7 +38,7 @@ EXTRA_METRICS = (
     "flops_reused",  # compute taken from the prefix store (raygrow.train.prefixes)
 )
 # the search's own cost, logged under these names to its parent run (raygrow.search.results)
-SEARCH_METRICS = ("search_flops", "search_flops_naive")
+SEARCH_METRICS = ("search_flops", "search_flops_naive", "net_speedup_x")
 
 TAG_ROLE = "raygrow.role"  # "search" | "trial"
 TAG_SEARCH = "raygrow.search"

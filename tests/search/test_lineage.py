@@ -114,8 +114,11 @@ def test_ledger_net_speedup_and_replicate_table() -> None:
     assert cost["search_flops"] == 6 * 3 + 5 + 6 + 20
     assert cost["search_flops_naive"] == 10 * 4 + 5 + 20
     # the best schedule reaches the loss scratch needs 15 FLOPs for; the search cost 49
-    assert net_speedup(rows, cost["search_flops"]) == f"{15 / 49:.3f}x"
-    assert net_speedup([row("a", 0, 0.8)], 10.0) is None  # nothing reaches the target
+    assert net_speedup(rows, cost["search_flops"]) == {
+        "net_speedup": f"{15 / 49:.3f}x",
+        "net_speedup_x": 15 / 49,
+    }
+    assert net_speedup([row("a", 0, 0.8)], 10.0)["net_speedup"] is None  # none reaches it
     table = schedule_table(rows)
     assert [t["schedule"] for t in table] == ["a", "b"]
     a, b = table

@@ -177,3 +177,40 @@ def test_growth_free_until_replays_clocks_and_curve() -> None:
     assert growth_free_until(20, records, by_curve, 10, 1.0)
     assert not growth_free_until(21, records, by_curve, 10, 1.0)
     assert growth_free_until(10**4, records, None, 10, 1.0)
+
+
+def _train_into(args: tuple[str, str, str | None]) -> list[tuple[int, float, float]]:
+    out, store, at = args
+    torch.set_num_threads(1)
+    schedule = fixed(START, "stack", float(at), factor=2) if at else None
+    cfg = config(Path(out), model=TARGET if at else START)
+    return curve(train(cfg, schedule, verbose=False, prefixes=PrefixStore(Path(store))))
+
+
+def test_concurrent_trials_never_block_or_corrupt_the_store(tmp_path: Path) -> None:
+    """Three processes train runs sharing one prefix at the same time: each finds nothing or a
+    complete state, writes the same files without clobbering a reader, and gets the curve it
+    gets alone; a later run resumes from what they left."""
+    import multiprocessing as mp
+
+    store = str(tmp_path / "store")
+    jobs = [
+        (str(tmp_path / "small"), store, None),
+        (str(tmp_path / "late"), store, "0.75"),
+        (str(tmp_path / "late2"), store, "0.75"),
+    ]
+    with mp.get_context("spawn").Pool(3) as pool:
+        curves = pool.map(_train_into, jobs)
+    alone = curve(
+        train(config(tmp_path / "alone"), fixed(START, "stack", 0.75, factor=2), verbose=False)
+    )
+    assert curves[1] == curves[2] == alone
+    assert curves[0] == curve(train(config(tmp_path / "a2", model=START), verbose=False))
+    assert not list((tmp_path / "store").rglob("*.tmp"))  # every write completed or was undone
+    later = train(
+        config(tmp_path / "later"),
+        fixed(START, "stack", 0.5, factor=2),
+        verbose=False,
+        prefixes=PrefixStore(tmp_path / "store"),
+    )
+    assert later.final["flops_reused"] == later.state.growth_history[0]["flops"]
