@@ -32,6 +32,7 @@ from raygrow.growth.spec import (
 # torch-side names -> the module that defines them (loaded lazily: PEP 562)
 _TORCH_NAMES = {
     "OPERATORS": "_core",
+    "active_directives": "directives",
     "Operator": "_core",
     "apply_directives": "_core",
     "default_probe_batch": "_core",

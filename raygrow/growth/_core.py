@@ -49,6 +49,13 @@ from raygrow.growth.context import (
     GrowthState,
     OptimState,
 )
+from raygrow.growth.directives import (
+    check_plan,
+    combine_scales,
+    identity_plan,
+    ramp_scales,
+    remap_scales,
+)
 from raygrow.growth.spec import OPT_POLICIES, SPECS, OperatorSpec
 from raygrow.model import Transformer, build_model, param_fqns
 
@@ -68,6 +75,15 @@ class Operator(OperatorSpec):
 
     def directives(self, ctx: GrowthContext) -> dict[str, Any]:
         return {}
+
+    def layer_plan(
+        self, old: ModelConfig, new: ModelConfig, p: Mapping[str, Any]
+    ) -> list[tuple[int, str]]:
+        """[(source layer, kind)] per new layer (`raygrow.growth.directives`); identity here.
+        Operators that change the depth must override it."""
+        if new.n_layers != old.n_layers:
+            raise NotImplementedError(f"operator {self.name!r} changes depth: define layer_plan")
+        return identity_plan(old.n_layers)
 
 
 OPERATORS: dict[str, Operator] = {}
@@ -111,7 +127,10 @@ def get_operator(name: str | Operator) -> Operator:
 
 # --------------------------------------------------------------------------- directives
 def apply_directives(model: Transformer, directives: Mapping[str, Any], steps_since: int) -> None:
-    """Set `branch_scale` of ramped blocks to min(1, steps_since / ramp steps) (MSG mask)."""
+    """Set `branch_scale` of ramped blocks to min(1, steps_since / ramp steps) (MSG mask).
+
+    One event's directives in that event's own layer indices; for a growth history (where later
+    growth renumbers layers) use `raygrow.growth.directives.active_directives`."""
     for ramp in directives.get("branch_ramps", []):
         scale = min(1.0, steps_since / max(1, int(ramp["steps"])))
         for i in ramp["layers"]:
@@ -140,12 +159,14 @@ def evaluate(
     params: Mapping[str, torch.Tensor],
     batch: Batch,
     directives: Mapping[str, Any] | None = None,
+    branch_scales: Mapping[int, float] | None = None,
 ) -> tuple[float, torch.Tensor]:
-    """(loss, logits) of the model `params` on `batch` in fp32, directives applied at t = 0."""
+    """(loss, logits) of the model `params` on `batch` in fp32, with `branch_scales` (active
+    ramps, layer -> scale) times the directives' ramps at t = 0."""
     with torch.random.fork_rng(devices=[]):  # model init must not consume the caller's RNG
         model = build_model(config, {k: v.float() for k, v in params.items()})
-    if directives:
-        apply_directives(model, directives, 0)
+    for i, s in combine_scales(branch_scales or {}, ramp_scales(directives or {}, 0)).items():
+        model.layers[i].branch_scale = s
     x, y = batch
     model.eval()
     with torch.no_grad():
@@ -214,14 +235,23 @@ def grow(
 
     The input state is never modified and shares no storage with the output. All randomness
     comes from `generator` (None -> a generator seeded with 0). `probe_batch` (B, T) int64 is only
-    used to measure function preservation; `train_batch_fn(i)` feeds operators that train a phase.
+    used to measure function preservation (with the active ramps `state.branch_scales`);
+    `train_batch_fn(i)` feeds operators that train a phase. The returned state's branch_scales
+    are the grown model's at t = 0 (active ramps through the layer plan, times the new ones).
     """
     start = time.perf_counter()
     op = get_operator(operator)
     p = _validate(state, op, opt_policy, train_batch_fn, params)
+    new_config = op.target(state.config, p)
+    plan = check_plan(
+        op.layer_plan(state.config, new_config, p),
+        state.config.n_layers,
+        new_config.n_layers,
+        f"operator {op.name!r}",
+    )
     ctx = GrowthContext(
         old=state.config,
-        new=op.target(state.config, p),
+        new=new_config,
         p=p,
         generator=generator if generator is not None else torch.Generator().manual_seed(0),
         policy=opt_policy,
@@ -235,8 +265,11 @@ def grow(
     new_params = _grow_params(op, ctx, taken)
     new_optim = _grow_optim(op, ctx, new_params, taken) if opt_policy != "reset" else {}
     directives = _directives(op, ctx)
-    report = _report(op, ctx, new_params, directives, probe_batch, start)
-    return GrowthState(ctx.new, new_params, new_optim, state.step), report
+    report = _report(op, ctx, new_params, directives, plan, probe_batch, start)
+    # the grown model's branch scales at t = 0: active ramps carried through the plan, times
+    # the operator's own ramps (what the loop runs right after growth)
+    scales = combine_scales(remap_scales(state.branch_scales, plan), ramp_scales(directives, 0))
+    return GrowthState(ctx.new, new_params, new_optim, state.step, scales), report
 
 
 def _validate(
@@ -322,14 +355,20 @@ def _report(
     ctx: GrowthContext,
     new_params: Mapping[str, torch.Tensor],
     directives: dict[str, Any],
+    plan: list[tuple[int, str]],
     probe_batch: Batch | None,
     start: float,
 ) -> GrowthReport:
-    """Measure loss and logits before/after on the probe batch and describe the event."""
+    """Measure loss and logits before/after on the probe batch and describe the event. Active
+    ramps count: before at `state.branch_scales`, after at those scales carried through the
+    layer plan times the new directives at t = 0 (what the loop runs right after growth)."""
     state, new_config = ctx.state, ctx.new
     probe = probe_batch if probe_batch is not None else default_probe_batch(state.config)
-    loss_before, logits_before = evaluate(state.config, state.params, probe)
-    loss_after, logits_after = evaluate(new_config, new_params, probe, directives)
+    scales = state.branch_scales
+    loss_before, logits_before = evaluate(state.config, state.params, probe, None, scales)
+    loss_after, logits_after = evaluate(
+        new_config, new_params, probe, directives, remap_scales(scales, plan)
+    )
     return GrowthReport(
         operator=op.name,
         params=ctx.p,
@@ -347,4 +386,7 @@ def _report(
         directives=directives,
         step=state.step,
         extras=dict(ctx.extras),
+        layer_map=[i for i, _ in plan],
+        layer_kinds=[k for _, k in plan],
+        branch_scales={str(i): float(s) for i, s in sorted(scales.items())},
     )

@@ -40,6 +40,11 @@ class GrowthState:
     """FQN-keyed AdamW state `{fqn: {"step", "exp_avg", "exp_avg_sq"}}`; {} before any step."""
     step: int = 0
     """Global optimizer step at growth time (recorded in the report)."""
+    branch_scales: dict[int, float] = field(default_factory=dict)
+    """Residual-branch scales of layers still ramping in (MSG masks of earlier growth events,
+    layer -> scale in the current indices; absent = 1). The report measures function
+    preservation with them: "before" runs at these scales, "after" at these scales carried
+    through the operator's layer plan times the operator's own directives at t = 0."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,6 +73,14 @@ class GrowthReport:
     step: int = 0
     extras: dict[str, Any] = field(default_factory=dict)
     """Operator-specific measurements (e.g. the learned operator's phase losses)."""
+    layer_map: list[int] = field(default_factory=list)
+    """New layer i comes from source layer layer_map[i] (identity for width operators)."""
+    layer_kinds: list[str] = field(default_factory=list)
+    """What new layer i is: orig (first occurrence), copy, zero_copy, zero_random, random or
+    mixed; earlier events' ramps and freezes follow orig/copy layers
+    (`raygrow.growth.directives`)."""
+    branch_scales: dict[str, float] = field(default_factory=dict)
+    """Active branch scales (layer -> scale) the "before" measurement ran with."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from raygrow.config import ModelConfig
 from raygrow.growth._core import Operator, register
 from raygrow.growth._fqn import BRANCH_OUT_KEYS, GLOBAL_KEYS, LAYER_KEYS, NORM_KEYS, layer_fqn
 from raygrow.growth.context import GrowthContext
@@ -91,8 +92,13 @@ class Stack(StackSpec, Operator):
     Optimizer: carry copies each block's moments along with its weights (prts itself restarts
     AdamW, i.e. opt_policy='reset'); scale == carry (stacking has no gradient relation)."""
 
+    def layer_plan(
+        self, old: ModelConfig, new: ModelConfig, p: Mapping[str, Any]
+    ) -> list[tuple[int, str]]:
+        return first_occurrence_plan(self.layer_map(old, p), "copy")
+
     def transform(self, ctx: GrowthContext, src: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-        return build_layers(ctx, src, [(i, "copy") for i in self.layer_map(ctx.old, ctx.p)], 1.0)
+        return build_layers(ctx, src, self.layer_plan(ctx.old, ctx.new, ctx.p), 1.0)
 
 
 class Zero(ZeroSpec, Operator):
@@ -106,11 +112,14 @@ class Zero(ZeroSpec, Operator):
     have identity Jacobians), so their moments are carried; every new-block tensor starts fresh
     (its gradient is 0 except for wo/w_down, unrelated to the source's)."""
 
+    def layer_plan(
+        self, old: ModelConfig, new: ModelConfig, p: Mapping[str, Any]
+    ) -> list[tuple[int, str]]:
+        kind = "zero_copy" if p["init"] == "copy" else "zero_random"
+        return first_occurrence_plan(self.layer_map(old, p), kind)
+
     def transform(self, ctx: GrowthContext, src: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-        kind = "zero_copy" if ctx.p["init"] == "copy" else "zero_random"
-        return build_layers(
-            ctx, src, first_occurrence_plan(self.layer_map(ctx.old, ctx.p), kind), 0.0
-        )
+        return build_layers(ctx, src, self.layer_plan(ctx.old, ctx.new, ctx.p), 0.0)
 
 
 class Random(RandomSpec, Operator):
@@ -121,15 +130,18 @@ class Random(RandomSpec, Operator):
 
     Optimizer: old blocks carried, new blocks fresh (zero moments, step 0) under every policy."""
 
+    def layer_plan(
+        self, old: ModelConfig, new: ModelConfig, p: Mapping[str, Any]
+    ) -> list[tuple[int, str]]:
+        return first_occurrence_plan(self.layer_map(old, p), "random")
+
     def transform(self, ctx: GrowthContext, src: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-        return build_layers(
-            ctx, src, first_occurrence_plan(self.layer_map(ctx.old, ctx.p), "random"), 0.0
-        )
+        return build_layers(ctx, src, self.layer_plan(ctx.old, ctx.new, ctx.p), 0.0)
 
     def directives(self, ctx: GrowthContext) -> dict[str, Any]:
         if ctx.p["ramp_steps"] <= 0:
             return {}
-        plan = first_occurrence_plan(self.layer_map(ctx.old, ctx.p), "random")
+        plan = self.layer_plan(ctx.old, ctx.new, ctx.p)
         new = [j for j, (_, kind) in enumerate(plan) if kind != "orig"]
         return {"branch_ramps": [{"layers": new, "steps": ctx.p["ramp_steps"]}]}
 
@@ -149,12 +161,15 @@ class StagedDepth(StagedDepthSpec, Operator):
     carried unchanged (their gradients are exactly unchanged), new identity blocks start fresh.
     carry also copies the source moments into the new blocks' non-zeroed tensors."""
 
+    def layer_plan(
+        self, old: ModelConfig, new: ModelConfig, p: Mapping[str, Any]
+    ) -> list[tuple[int, str]]:
+        kind = "zero_copy" if p["new_layers"] == "id" else "copy"
+        return first_occurrence_plan(self.layer_map(old, p), kind)
+
     def transform(self, ctx: GrowthContext, src: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-        kind = "zero_copy" if ctx.p["new_layers"] == "id" else "copy"
-        new_grad = 0.0 if kind == "zero_copy" else 1.0
-        return build_layers(
-            ctx, src, first_occurrence_plan(self.layer_map(ctx.old, ctx.p), kind), new_grad
-        )
+        new_grad = 0.0 if ctx.p["new_layers"] == "id" else 1.0
+        return build_layers(ctx, src, self.layer_plan(ctx.old, ctx.new, ctx.p), new_grad)
 
 
 class Incremental(IncrementalSpec, Operator):
@@ -168,10 +183,15 @@ class Incremental(IncrementalSpec, Operator):
     keeps one optimizer through the stages; frozen params simply get no updates, which is what
     dropping their grads does in torch's AdamW: their step does not advance either.)"""
 
+    def layer_plan(
+        self, old: ModelConfig, new: ModelConfig, p: Mapping[str, Any]
+    ) -> list[tuple[int, str]]:
+        # a random block's source (0) only lends its tensor shapes
+        L, n = old.n_layers, new.n_layers
+        return [(i, "orig") for i in range(L)] + [(0, "random")] * (n - L)
+
     def transform(self, ctx: GrowthContext, src: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-        L, n = ctx.old.n_layers, ctx.new.n_layers
-        plan = [(i, "orig") for i in range(L)] + [(0, "random")] * (n - L)
-        return build_layers(ctx, src, plan, 0.0)
+        return build_layers(ctx, src, self.layer_plan(ctx.old, ctx.new, ctx.p), 0.0)
 
     def directives(self, ctx: GrowthContext) -> dict[str, Any]:
         if ctx.p["phase_steps"] == 0:

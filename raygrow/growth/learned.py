@@ -67,6 +67,16 @@ class Learned(LearnedSpec, Operator):
             return list(range(ctx.old.n_layers))
         return resolve_layer_map(self.name, ctx.old, dict(ctx.p), keep_originals=False)
 
+    def layer_plan(
+        self, old: ModelConfig, new: ModelConfig, p: Mapping[str, Any]
+    ) -> list[tuple[int, str]]:
+        """Every layer is a learned mix (source = its stacking init): earlier ramps and
+        freezes end here, since the map was trained with all branches at full scale."""
+        if new.n_layers == old.n_layers and not isinstance(p["layer_map"], list):
+            return [(i, "mixed") for i in range(old.n_layers)]
+        layer_map = resolve_layer_map(self.name, old, dict(p), keep_originals=False)
+        return [(i, "mixed") for i in layer_map]
+
     # ---- the maps
     def prepare(self, ctx: GrowthContext) -> None:
         layer_map = self._layer_map(ctx)

@@ -23,7 +23,8 @@ from torch import nn
 from raygrow.data import BatchSampler, TokenData, load_tokens, val_windows
 from raygrow.errors import CheckpointError, ConfigError
 from raygrow.flops import flops_per_token
-from raygrow.growth import GrowthState, apply_directives, frozen_fqns, grow
+from raygrow.growth import GrowthState, grow
+from raygrow.growth.directives import active_directives
 from raygrow.model import ModelConfig, Transformer, build_model
 from raygrow.train.config import TrainConfig
 from raygrow.train.dist import DistContext, resolve_device
@@ -195,22 +196,18 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- growth
     def _apply_directives(self) -> None:
-        """MSG branch ramps and incremental freezing, derived from the growth history."""
-        step = self.state.step
+        """MSG branch ramps and incremental freezing, derived from the growth history; each
+        event's layers and FQNs are remapped through every later event's layer plan (the rule:
+        `raygrow.growth.directives`), so a ramp or freeze follows its weights."""
         active = [e for e in self.state.growth_history if e.get("directives")]
         if not active and not getattr(self, "frozen", None):
             self.frozen = []
             return  # the common case: nothing to ramp or freeze, keep the step cheap
-        for layer in self.model.layers:
-            layer.branch_scale = 1.0
-        self.frozen: list[nn.Parameter] = []
+        scales, frozen = active_directives(self.state.growth_history, self.state.step)
+        for i, layer in enumerate(self.model.layers):
+            layer.branch_scale = scales.get(i, 1.0)
         params = dict(self.model.named_parameters())
-        for event in active:
-            since = step - event["step"]
-            apply_directives(self.model, event["directives"], since)
-            self.frozen += [
-                params[n] for n in frozen_fqns(event["directives"], since) if n in params
-            ]
+        self.frozen: list[nn.Parameter] = [params[n] for n in frozen if n in params]
 
     def _maybe_grow(self) -> None:
         sched = self.schedule
@@ -243,6 +240,7 @@ class Trainer:
             params={k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
             optim=optimizer_state_by_fqn(self.model, self.optimizer),
             step=st.step,
+            branch_scales=active_directives(st.growth_history, st.step)[0],  # for the report
         )
         seed = self.config.seed * 1_000_003 + st.schedule_cursor * 7919 + (stage.seed or 0)
         generator = torch.Generator().manual_seed(seed)
