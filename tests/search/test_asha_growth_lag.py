@@ -10,6 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from fixtures.search_runs import recording_asha
 
 pytest.importorskip("ray")
 
@@ -23,17 +24,7 @@ LAG = 1000  # tokens
 
 
 def asha(state_file: Path | None, lag: int = LAG, stop_last_trials: bool = False) -> RecordingASHA:
-    return RecordingASHA(  # rungs at 25, 50 and 100 "FLOPs"
-        time_attr="flops",
-        metric="val_loss",
-        mode="min",
-        max_t=100,
-        grace_period=25,
-        reduction_factor=2,
-        stop_last_trials=stop_last_trials,
-        state_file=str(state_file) if state_file else None,
-        growth_lag_tokens=lag,
-    )
+    return recording_asha(state_file, lag, stop_last_trials)
 
 
 def trial(tid: str) -> SimpleNamespace:

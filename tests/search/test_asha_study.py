@@ -9,6 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from fixtures.search_runs import recording_asha
 
 pytest.importorskip("ray")
 
@@ -21,16 +22,7 @@ STOP, CONTINUE = TrialScheduler.STOP, TrialScheduler.CONTINUE
 
 
 def asha(state_file: Path | None) -> RecordingASHA:
-    return RecordingASHA(  # rungs at 25, 50 and 100 "FLOPs"
-        time_attr="flops",
-        metric="val_loss",
-        mode="min",
-        max_t=100,
-        grace_period=25,
-        reduction_factor=2,
-        stop_last_trials=False,
-        state_file=str(state_file) if state_file else None,
-    )
+    return recording_asha(state_file)
 
 
 def trial(tid: str) -> SimpleNamespace:
