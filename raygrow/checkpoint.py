@@ -3,20 +3,33 @@
 File format: an 8-byte magic, the sha256 of the payload (32 bytes), then a `torch.save` payload
 (a dict carrying its own `format_version`). The hash turns truncation or corruption into a clear
 error instead of a silent partial load; writes go to a temporary file that is renamed into place,
-so a crash never leaves half a file. Below train and growth on purpose: `raygrow.train.state`
-gives the payload its meaning (`TrainState`), and `python -m raygrow.growth check --checkpoint`
-reads the model part without importing the trainer.
+so a crash never leaves half a file.
+
+Safe loading: a payload is plain data (tensors, dicts, lists, tuples, str, int, float, bool,
+None; `plain_payload` converts numpy scalars/arrays, torch.Size, paths and enums at write time and
+refuses anything else), so it is read with `torch.load(weights_only=True)` and torch's default
+allow-list plus `SAFE_GLOBALS` (empty: raygrow stores nothing beyond the defaults). A file holding
+any other object (a pickled class instance, a function) is refused before it is constructed.
+
+Below train and growth on purpose: `raygrow.train.state` gives the payload its meaning
+(`TrainState`), and `python -m raygrow.growth check --checkpoint` reads the model part without
+importing the trainer.
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import io
 import os
+import pickle
+import re
 import tempfile
-from pathlib import Path
+from collections.abc import Mapping
+from pathlib import Path, PurePath
 from typing import Any
 
+import numpy as np
 import torch
 
 from raygrow.config import ModelConfig
@@ -25,14 +38,49 @@ from raygrow.model import param_fqns
 
 MAGIC = b"RAYGROW1"
 FORMAT_VERSION = 1
+SAFE_GLOBALS: tuple[Any, ...] = ()
+"""Globals allowed on top of torch's `weights_only` defaults (tensors, dtypes, torch.Size, plain
+containers and scalars): none, since `plain_payload` keeps every payload within the defaults."""
+_PLAIN_SCALARS = (str, int, float, bool, type(None))
+
+
+def plain_payload(value: Any, where: str = "payload") -> Any:
+    """`value` as plain data the safe loader reads back: tensors, dicts, lists, tuples, str, int,
+    float, bool, None (numpy scalars/arrays, torch.Size, paths and enums converted); anything
+    else is a CheckpointError naming where it sits (`where`: its key path)."""
+    if type(value) in _PLAIN_SCALARS or isinstance(
+        value, torch.Tensor | torch.dtype | torch.device
+    ):
+        return value
+    if isinstance(value, Mapping):
+        return {
+            plain_payload(k, where): plain_payload(v, f"{where}[{k!r}]") for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):  # torch.Size and named tuples become plain tuples
+        items = [plain_payload(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return items if isinstance(value, list) else tuple(items)
+    if isinstance(value, enum.Enum):
+        return plain_payload(value.value, where)
+    if isinstance(value, np.ndarray | np.generic):
+        return plain_payload(value.tolist(), where)
+    if isinstance(value, PurePath):
+        return str(value)
+    for kind in (bool, int, float, str):  # subclasses (np.float64 is a float) -> the base type
+        if isinstance(value, kind):
+            return kind(value)
+    raise CheckpointError(
+        f"cannot write checkpoint: {where} is a {type(value).__qualname__}, outside raygrow's "
+        "checkpoint format (tensors, dicts, lists, tuples, str, int, float, bool, None)"
+    )
 
 
 def write_payload(payload: dict[str, Any], path: str | Path) -> Path:
-    """Atomically write `payload` to `path` (temp file in the same folder, then rename)."""
+    """Atomically write `payload` to `path` (temp file in the same folder, then rename); the
+    payload is made plain first (`plain_payload`), so `read_payload` loads it safely."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
-    torch.save(payload, buffer)
+    torch.save(plain_payload(payload), buffer)
     blob = buffer.getvalue()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -71,7 +119,32 @@ def read_payload(path: Path) -> dict[str, Any]:
             f"checkpoint {str(path)!r} is truncated or corrupt (checksum mismatch); "
             "use an earlier checkpoint"
         )
-    return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
+    return _safe_load(payload, path)
+
+
+def _safe_load(blob: bytes, path: Path) -> dict[str, Any]:
+    """`torch.load(weights_only=True)`: no code in the file runs, foreign objects are refused."""
+    try:
+        with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
+            payload = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL (\S+)|Unsupported operand \S+|invalid load key[^.\n]*", str(exc))
+        what = f" ({(found.group(1) or found.group(0)).rstrip('.')})" if found else ""
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} contains objects outside raygrow's checkpoint format"
+            f"{what}; refusing to load it (only tensors and plain data are read)"
+        ) from None
+    except Exception as exc:  # zip reader / EOF errors of a payload that is no torch.save
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is not a readable torch payload ({reason}); "
+            "use an earlier checkpoint"
+        ) from None
+    if not isinstance(payload, dict):
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} holds a {type(payload).__name__}, not a raygrow payload dict"
+        )
+    return payload
 
 
 def check_format(payload: dict[str, Any], source: str) -> None:
