@@ -1,11 +1,18 @@
 """`python -m raygrow.export`: a trial's final (grown) model as a `transformers` Llama checkpoint.
 
     python -m raygrow.export --run-id ID [--tracking-uri URI] [--out DIR] [--dtype float32]
-    python -m raygrow.export --checkpoint PATH [--out DIR]
+    python -m raygrow.export --checkpoint PATH [--out DIR] [--tokenizer byte|PATH|none]
 
 Writes `model.safetensors` (Hugging Face Llama names), `config.json` (`LlamaForCausalLM` loads
-the folder with `from_pretrained`) and `raygrow_export.json` (provenance: run, checkpoint, step,
-tokens, FLOPs, growth history, the name mapping).
+the folder with `from_pretrained`), the run's tokenizer as `tokenizer.json` +
+`tokenizer_config.json` (`AutoTokenizer.from_pretrained(folder)` encodes text to exactly raygrow's
+ids) and `raygrow_export.json` (provenance: run, checkpoint, step, tokens, FLOPs, growth history,
+the name mapping, the tokenizer).
+
+The tokenizer is the run's (TrainConfig `data` / `tokenizer`): bytes (UTF-8 byte b is id b) are
+written as a `tokenizers` byte-level BPE without merges over the 256 byte symbols; a `bpe:V` is
+the `tokenizer.json` of the prepared data folder (or its cache entry) the run trained on.
+`--tokenizer` overrides it: `byte`, a prepared folder or tokenizer.json, or `none` (model only).
 
 Where the checkpoint comes from (`--run-id`): the run's tag `raygrow.checkpoint_path`, else tag
 or param `checkpoint_path` (a checkpoint file, or a run's checkpoints folder whose newest
@@ -45,6 +52,8 @@ from typing import Any
 
 import torch
 
+from raygrow.data import BPETokenizer, ByteTokenizer, Tokenizer, get_tokenizer, manifest_of
+from raygrow.data.tokenizer import EOT_TOKEN, TOKENIZER_FILE, require_tokenizers
 from raygrow.errors import ConfigError, cli_entry
 from raygrow.model import ModelConfig, build_model
 from raygrow.tracking import (
@@ -113,7 +122,9 @@ def from_hf_state(hf_state: dict[str, torch.Tensor], tied: bool) -> dict[str, to
     return out
 
 
-def hf_config(config: ModelConfig, dtype: str = "float32") -> dict[str, Any]:
+def hf_config(
+    config: ModelConfig, dtype: str = "float32", eos_token_id: int | None = None
+) -> dict[str, Any]:
     """`config.json` for `transformers.LlamaConfig` / `LlamaForCausalLM`."""
     return {
         "architectures": ["LlamaForCausalLM"],
@@ -138,10 +149,110 @@ def hf_config(config: ModelConfig, dtype: str = "float32") -> dict[str, Any]:
         "pretraining_tp": 1,
         "use_cache": True,
         "bos_token_id": None,
-        "eos_token_id": None,
+        "eos_token_id": eos_token_id,
         "pad_token_id": None,
-        "torch_dtype": dtype,
+        "dtype": dtype,  # `torch_dtype` is deprecated in transformers
     }
+
+
+# ------------------------------------------------------------------------------- tokenizer
+def _byte_symbols() -> list[str]:
+    """GPT-2's byte -> printable character table (`tokenizers`' ByteLevel alphabet), by byte."""
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    others = [b for b in range(256) if b not in printable]
+    chars = {b: chr(b) for b in printable} | {b: chr(256 + i) for i, b in enumerate(others)}
+    return [chars[b] for b in range(256)]
+
+
+def byte_level_backend() -> Any:
+    """A `tokenizers.Tokenizer` with raygrow's byte ids: UTF-8 byte b is id b, no specials.
+
+    ByteLevel maps every byte to one of 256 symbols (no regex split, no prefix space); a BPE
+    without merges then makes each symbol one token, whose id is the byte value."""
+    tk = require_tokenizers()
+    vocab = {symbol: b for b, symbol in enumerate(_byte_symbols())}
+    backend = tk.Tokenizer(tk.models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.decoder = tk.decoders.ByteLevel()
+    return backend
+
+
+def _tokenizer_at(path: Path) -> Tokenizer:
+    """A prepared data folder's tokenizer (its manifest says which), or a BPE tokenizer.json."""
+    if (path / "manifest.json").is_file():
+        manifest, folder = manifest_of(str(path))
+        return get_tokenizer(manifest.tokenizer, folder)
+    if path.is_dir():
+        path = path / TOKENIZER_FILE
+    return BPETokenizer.from_file(path)
+
+
+def resolve_tokenizer(state: Any, tokenizer: str | Path | None = None) -> Tokenizer | None:
+    """The tokenizer to export with `state`: `tokenizer` (`byte`, `none`, a prepared folder or a
+    tokenizer.json), else the one the run trained with (its TrainConfig `data` / `tokenizer`:
+    a prepared folder, or the cache entry of a raw source, prepared again if missing - as
+    training would). A tokenizer that does not fit the model's vocab is a ConfigError."""
+    vocab = state.model_config.vocab_size
+    if tokenizer is not None:
+        choice = str(tokenizer)
+        if choice.lower() == "none":
+            return None
+        tok = ByteTokenizer() if choice.lower() == "byte" else _tokenizer_at(Path(choice))
+    else:
+        tc = state.train_config or {}
+        data, spec = tc.get("data"), tc.get("tokenizer")
+        prepared = data is not None and (Path(str(data)).expanduser() / "manifest.json").is_file()
+        if not prepared and (spec or "byte").strip().lower() == "byte":
+            if vocab != ByteTokenizer.vocab_size:  # a prepared BPE folder that is not here
+                raise ConfigError(
+                    f"the run's data {data!r} (its tokenizer) is not on this machine and a vocab "
+                    f"of {vocab} is not bytes; pass --tokenizer PATH (the prepared data folder "
+                    "or its tokenizer.json) or --tokenizer none"
+                )
+            tok = ByteTokenizer()
+        else:
+            try:  # the folder load_tokens(data, tokenizer) used: prepared, or its cache entry
+                manifest, folder = manifest_of(str(data or "default"), spec)
+                tok = get_tokenizer(manifest.tokenizer, folder)
+            except ConfigError as exc:
+                raise ConfigError(
+                    f"cannot find the run's tokenizer {spec or ''} of data {data!r} here ({exc}); "
+                    "pass --tokenizer PATH (its prepared folder or tokenizer.json) or "
+                    "--tokenizer none"
+                ) from None
+    used = getattr(tok, "learned_vocab_size", tok.vocab_size)
+    if used > vocab or (isinstance(tok, ByteTokenizer) and vocab != tok.vocab_size):
+        raise ConfigError(
+            f"tokenizer {tok.spec} has {used} ids but the model {vocab}; pass the tokenizer "
+            "the run trained with (--tokenizer PATH)"
+        )
+    return tok
+
+
+def eos_id(tok: Tokenizer | None) -> int | None:
+    """The end-of-document token (BPE's <|endoftext|>); bytes have none (a blank line)."""
+    return tok.eot_id if isinstance(tok, BPETokenizer) else None
+
+
+def write_tokenizer(tok: Tokenizer, out: Path, config: ModelConfig) -> list[str]:
+    """tokenizer.json + tokenizer_config.json for `PreTrainedTokenizerFast`/`AutoTokenizer`.
+
+    No cleanup of spaces and no added BOS/EOS: `decode(encode(text)) == text` as in raygrow."""
+    if isinstance(tok, BPETokenizer):
+        tok.save(out / TOKENIZER_FILE)
+    else:
+        byte_level_backend().save(str(out / TOKENIZER_FILE))
+    hf_cfg: dict[str, Any] = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": config.max_seq_len,
+        "add_bos_token": False,
+        "add_eos_token": False,
+    }
+    if eos_id(tok) is not None:
+        hf_cfg["eos_token"] = EOT_TOKEN
+    (out / "tokenizer_config.json").write_text(json.dumps(hf_cfg, indent=2) + "\n")
+    return [TOKENIZER_FILE, "tokenizer_config.json"]
 
 
 def branch_scales(state: Any) -> dict[int, float]:
@@ -172,20 +283,30 @@ def fold_branch_scales(
 
 
 def export_state(
-    state: Any, out_dir: str | Path, dtype: str = "float32", provenance: dict | None = None
+    state: Any,
+    out_dir: str | Path,
+    dtype: str = "float32",
+    provenance: dict | None = None,
+    tokenizer: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Write model.safetensors + config.json + raygrow_export.json for a TrainState."""
+    """Write model.safetensors + config.json + the tokenizer (`resolve_tokenizer(state,
+    tokenizer)`) + raygrow_export.json for a TrainState; nothing is written on a bad input."""
     from safetensors.torch import save_file
 
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype {dtype!r} not in {sorted(DTYPES)}")
+    config: ModelConfig = state.model_config
+    tok = resolve_tokenizer(state, tokenizer)
+    if tok is not None and not isinstance(tok, BPETokenizer):
+        require_tokenizers()  # the byte tokenizer.json needs it too: fail before writing
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    config: ModelConfig = state.model_config
     scales = branch_scales(state)
     model_state = fold_branch_scales(state.model_state, scales)
     save_file(to_hf_state(model_state, DTYPES[dtype]), out / "model.safetensors", {"format": "pt"})
-    (out / "config.json").write_text(json.dumps(hf_config(config, dtype), indent=2) + "\n")
+    cfg = hf_config(config, dtype, eos_id(tok))
+    (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    tokenizer_files = write_tokenizer(tok, out, config) if tok is not None else []
     info = {
         **(provenance or {}),
         "step": state.step,
@@ -193,7 +314,8 @@ def export_state(
         "flops": state.flops,
         "model_config": config.to_dict(),
         "n_params": config.n_params(),
-        "tokenizer": state.train_config.get("tokenizer"),  # None: the data's default (byte)
+        "tokenizer": tok.spec if tok is not None else None,
+        "tokenizer_files": tokenizer_files,
         "data": state.train_config.get("data"),
         "growth_history": [
             {k: e.get(k) for k in ("operator", "step", "tokens", "flops", "stage", "params")}
@@ -250,15 +372,16 @@ def export_checkpoint(
     dtype: str = "float32",
     verify: bool = True,
     provenance: dict[str, Any] | None = None,
+    tokenizer: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Export a checkpoint file (or a run's checkpoints folder: its newest file) to `out_dir`.
+    """Export a checkpoint file (or a run's checkpoints folder: its newest file) to `out_dir`;
+    `tokenizer`: see `resolve_tokenizer` (None: the run's).
 
     This is `raygrow.export(...)`. Returns the provenance written to raygrow_export.json, plus
     `max_logit_diff` of the round-trip check when `verify` and the export is float32."""
     state = load_checkpoint(checkpoint)
-    info = export_state(
-        state, out_dir, dtype, {**(provenance or {}), "checkpoint": str(Path(checkpoint).resolve())}
-    )
+    provenance = {**(provenance or {}), "checkpoint": str(Path(checkpoint).resolve())}
+    info = export_state(state, out_dir, dtype, provenance, tokenizer)
     if verify and dtype == "float32":
         info["max_logit_diff"] = verify_export(state, out_dir)
     return info
@@ -276,6 +399,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--out", help="output folder (default ./raygrow_runs/exports/<run or ckpt>)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    p.add_argument(
+        "--tokenizer",
+        help="byte, a prepared data folder or tokenizer.json, or none (default: the run's, from "
+        "its TrainConfig data/tokenizer)",
+    )
     p.add_argument(
         "--no-verify", action="store_true", help="skip the logits round-trip check (float32)"
     )
@@ -303,11 +431,11 @@ def main(argv: list[str] | None = None) -> int:
         provenance["checkpoint"] = str(Path(path).resolve())
         name = args.run_id or Path(path).stem
         out = Path(args.out or Path("raygrow_runs") / "exports" / name)
-        info = export_state(state, out, args.dtype, provenance)
+        info = export_state(state, out, args.dtype, provenance, args.tokenizer)
     cfg = state.model_config
     print(
         f"exported {cfg.shape} ({info['n_params']:,} params, {len(state.growth_history)} growth "
-        f"events, step {state.step}) -> {out.resolve()}"
+        f"events, step {state.step}, tokenizer {info['tokenizer']}) -> {out.resolve()}"
     )
     if not args.no_verify and args.dtype == "float32":
         diff = verify_export(state, out)

@@ -88,6 +88,7 @@ def test_round_trip_logits_equal(name: str, tmp_path: Path) -> None:
         config.ff_dim,
     )
     assert cfg["hidden_act"] == "silu" and cfg["attention_bias"] is False
+    assert cfg["dtype"] == "float32" and "torch_dtype" not in cfg  # torch_dtype is deprecated
     assert info["run_id"] == "r1" and info["n_params"] == config.n_params()
     back_config, back_state = load_export(tmp_path)
     assert (back_config.kv_heads, back_config.ff_dim) == (config.kv_heads, config.ff_dim)
@@ -135,6 +136,8 @@ def test_cli_from_checkpoint_and_from_run(tmp_path: Path, capsys) -> None:
     assert {p.name for p in out.iterdir()} == {
         "model.safetensors",
         "config.json",
+        "tokenizer.json",  # make_state's model has byte vocab: raygrow's byte tokenizer
+        "tokenizer_config.json",
         "raygrow_export.json",
     }
 
