@@ -55,6 +55,7 @@ import torch
 from raygrow.data import BPETokenizer, ByteTokenizer, Tokenizer, get_tokenizer, manifest_of
 from raygrow.data.tokenizer import EOT_TOKEN, TOKENIZER_FILE, require_tokenizers
 from raygrow.errors import ConfigError, cli_entry
+from raygrow.growth import active_directives
 from raygrow.model import ModelConfig, build_model
 from raygrow.tracking import (
     check_reachable,
@@ -256,19 +257,11 @@ def write_tokenizer(tok: Tokenizer, out: Path, config: ModelConfig) -> list[str]
 
 
 def branch_scales(state: Any) -> dict[int, float]:
-    """Residual-branch scales < 1 still active at the checkpoint's step (MSG ramps).
-
-    Mirrors the training loop's `_apply_directives`: for every growth event with
-    `directives.branch_ramps`, scale = min(1, (step - event step) / ramp steps); later events win.
-    """
-    scales: dict[int, float] = {}
-    for event in state.growth_history:
-        for ramp in (event.get("directives") or {}).get("branch_ramps", []):
-            scale = min(1.0, (state.step - event["step"]) / max(1, ramp["steps"]))
-            for i in ramp["layers"]:
-                if i < state.model_config.n_layers:
-                    scales[int(i)] = float(scale)
-    return {i: s for i, s in scales.items() if s < 1.0}
+    """Residual-branch scales < 1 still active at the checkpoint's step (MSG ramps), remapped
+    through every later growth exactly as the training loop applies them
+    (`raygrow.growth.active_directives`)."""
+    scales, _ = active_directives(state.growth_history, state.step)
+    return {i: s for i, s in scales.items() if s < 1.0 and i < state.model_config.n_layers}
 
 
 def fold_branch_scales(

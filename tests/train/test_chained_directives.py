@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from raygrow.export import branch_scales
 from raygrow.growth import apply_directives
 from raygrow.model import ModelConfig
 from raygrow.schedule import GrowthSchedule, GrowthStage, Trigger
@@ -121,6 +122,9 @@ def test_second_growth_preserves_the_function_with_a_ramp_active(
     trainer.step_once()
     trainer.step_once()
     assert scales(trainer)[carried[0]] == pytest.approx(0.35)  # step 13 ran at (13 - 6) / 20
+    # the HF export folds the ramps the loop runs at the checkpoint's step, not stage-1 indices
+    trainer._apply_directives()  # the scales of the next step (14)
+    assert branch_scales(trainer.snapshot()) == pytest.approx(scales(trainer))
 
 
 def test_incremental_freeze_follows_its_layers_through_staged_depth(tmp_path: Path) -> None:
