@@ -71,7 +71,7 @@ from raygrow.search.trainable import (
 )
 from raygrow.search.watch import PlacementGroupWatch
 from raygrow.tracking import corpus_dataset_input, default_tracking_uri
-from raygrow.train.driver import ray_session
+from raygrow.train.driver import autoscaler_view, ray_session
 
 METRIC = "val_loss"
 MODE = "min"
@@ -257,17 +257,20 @@ def baseline_wiring(
     )
 
 
-def trial_resources(cfg: SearchConfig, cluster: dict[str, float]) -> dict[str, float]:
+def trial_resources(cfg: SearchConfig, cluster: dict, autoscaler: dict | None = None) -> dict:
     """What one trial's actor reserves. One worker: training runs in the trial itself, so
     the trial takes the CPUs its torch threads use (and a GPU when used). Several workers: the
-    trial only drives a nested TorchTrainer, on the `train_driver` resource, and the workers
-    take the CPUs/GPUs."""
+    trial drives a nested TorchTrainer on the `train_driver` resource (in `cluster`, or on a
+    node type the `autoscaler` can launch), and the workers take the CPUs/GPUs."""
     if cfg.workers == 1:
         resources = {"CPU": float(cfg.train.value("threads") or 1)}
         if cfg.use_gpu:
             resources["GPU"] = 1.0
         return resources
-    if DRIVER_RESOURCE not in cluster:
+    types = (autoscaler or {}).get("node_types", ())
+    if DRIVER_RESOURCE not in cluster and not any(
+        t["max_workers"] and t["resources"].get(DRIVER_RESOURCE) for t in types
+    ):
         raise ConfigError(
             f"--workers {cfg.workers}: the Ray cluster has no {DRIVER_RESOURCE!r} resource for "
             "the trials' Train drivers; start its head with "
@@ -278,8 +281,7 @@ def trial_resources(cfg: SearchConfig, cluster: dict[str, float]) -> dict[str, f
 
 def make_trainable(cfg: SearchConfig) -> Any:
     """`trial_driver` with the search settings attached and its resources (needs Ray)."""
-
-    resources = trial_resources(cfg, ray.cluster_resources())
+    resources = trial_resources(cfg, ray.cluster_resources(), autoscaler_view())
     return tune.with_resources(tune.with_parameters(trial_driver, search=cfg.to_dict()), resources)
 
 

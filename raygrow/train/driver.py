@@ -36,7 +36,9 @@ import json
 import os
 import signal
 import socket
+import sys
 from collections.abc import Iterator, Sequence
+from math import inf
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -175,29 +177,126 @@ def check_request(
 def validate_scaling(
     config: TrainConfig, *, num_workers: int, use_gpu: bool, cpus_per_worker: float
 ) -> dict[str, float]:
-    """Check the request (`check_request`) and against the connected cluster's CPUs and GPUs;
-    return the resources per worker."""
+    """Check the request (`check_request`) and that the connected cluster can hold it, now or,
+    with an autoscaler, once it has added nodes (`check_cluster_fit`); return the resources per
+    worker. Prints one line when the run will wait for the autoscaler."""
     import ray
 
     check_request(config, num_workers=num_workers, use_gpu=use_gpu, cpus_per_worker=cpus_per_worker)
-    cluster = ray.cluster_resources()
-    cpus = cluster.get("CPU", 0.0)
-    if num_workers * cpus_per_worker > cpus:
-        need, most = num_workers * cpus_per_worker, int(cpus // cpus_per_worker)
-        raise ConfigError(
-            f"{num_workers} workers x {cpus_per_worker:g} CPU need {need:g} CPUs but the Ray "
-            f"cluster has {cpus:g}; use --workers {most} or fewer, or add nodes"
-        )
     resources = {"CPU": float(cpus_per_worker)}
     if use_gpu:
-        gpus = cluster.get("GPU", 0.0)
-        if gpus < num_workers:
-            raise ConfigError(
-                f"--use-gpu with {num_workers} workers needs {num_workers} GPUs but the Ray "
-                f"cluster has {gpus:g}; drop --use-gpu or connect to a cluster with GPUs"
-            )
         resources["GPU"] = 1.0
+    waiting = check_cluster_fit(num_workers, resources, ray.cluster_resources(), autoscaler_view())
+    if waiting:
+        print(f"raygrow: {waiting}", file=sys.stderr, flush=True)
     return resources
+
+
+def autoscaler_view() -> dict[str, Any] | None:
+    """The autoscaler's node types as Ray reads them, or None without an autoscaler.
+
+    The source is the cluster config the autoscaler reports to the GCS
+    (`ray._private.state.state.get_cluster_config()`), the same one Ray Train V2 reads for
+    its worker-group check (`get_max_resources_from_cluster_config`) and Ray Data for
+    scale-up: `{"node_types": [{"name", "resources", "max_workers"}], "max_resources"}`;
+    `max_workers` -1 means unbounded. A local instance or `ray start` nodes report none.
+    """
+    from ray._private.state import state
+
+    config = state.get_cluster_config()
+    if config is None or not config.node_group_configs:
+        return None
+    node_types = [
+        {"name": g.name, "resources": dict(g.resources), "max_workers": int(g.max_count)}
+        for g in config.node_group_configs
+    ]
+    return {"node_types": node_types, "max_resources": dict(config.max_resources)}
+
+
+def _fmt(resources: dict[str, float], keys: Any = None) -> str:
+    """`{CPU: 8, GPU: 1}`: the resources named in `keys` (default all)."""
+    names = sorted(keys if keys is not None else resources)
+    return "{" + ", ".join(f"{k}: {resources.get(k, 0.0):g}" for k in names) + "}"
+
+
+def _shortfall_now(num_workers: int, per_worker: dict[str, float], cluster: dict) -> str | None:
+    """Why the cluster's current resources cannot hold the workers (None: they can)."""
+    cpus, cpw = cluster.get("CPU", 0.0), per_worker.get("CPU", 0.0)
+    if num_workers * cpw > cpus:
+        return (
+            f"{num_workers} workers x {cpw:g} CPU need {num_workers * cpw:g} CPUs but the Ray "
+            f"cluster has {cpus:g}; use --workers {int(cpus // cpw)} or fewer, or add nodes"
+        )
+    gpus = cluster.get("GPU", 0.0)
+    if num_workers * per_worker.get("GPU", 0.0) > gpus:
+        return (
+            f"--use-gpu with {num_workers} workers needs {num_workers} GPUs but the Ray "
+            f"cluster has {gpus:g}; drop --use-gpu or connect to a cluster with GPUs"
+        )
+    return None
+
+
+def _per_node(per_worker: dict[str, float], node: dict[str, float]) -> int:
+    """How many workers of this shape one node holds."""
+    return int(min(node.get(k, 0.0) // v for k, v in per_worker.items() if v > 0))
+
+
+def check_cluster_fit(
+    num_workers: int,
+    per_worker: dict[str, float],
+    cluster: dict[str, float],
+    autoscaler: dict[str, Any] | None,
+) -> str | None:
+    """Whether `num_workers` bundles of `per_worker` can run: None when they fit the current
+    `cluster` resources; the line to print when they fit only once the autoscaler has started
+    nodes; ConfigError (one line naming the fix) when they never can.
+
+    Without an autoscaler (`autoscaler_view()` None) only the current resources count. With
+    one, a worker must fit on one node of a node type, and the workers on all node types at
+    their `max_workers` (each type's count x workers per node, capped by the cluster's
+    `max_resources`) must reach `num_workers`.
+    """
+    shortfall = _shortfall_now(num_workers, per_worker, cluster)
+    if shortfall is None:
+        return None
+    if not autoscaler or not autoscaler.get("node_types"):
+        raise ConfigError(shortfall)
+    types = [t for t in autoscaler["node_types"] if t["max_workers"] != 0]
+    # (node type, workers it can hold at max_workers; -1 = unbounded)
+    slots = [(t, _per_node(per_worker, t["resources"])) for t in types]
+    slots = [(t, n * (t["max_workers"] if t["max_workers"] > 0 else inf)) for t, n in slots if n]
+    most = sum(n for _, n in slots)
+    for key, cap in (autoscaler.get("max_resources") or {}).items():
+        if per_worker.get(key, 0.0) > 0:
+            most = min(most, cap // per_worker[key])
+    need = f"{num_workers} workers x {_fmt(per_worker)}"
+    if not slots:
+        gpu = per_worker.get("GPU", 0.0) > 0
+        pool = types or autoscaler["node_types"]
+        order = ("GPU", "CPU") if gpu else ("CPU",)  # biggest: most GPUs (if wanted), then CPUs
+        big = max(pool, key=lambda t: [t["resources"].get(k, 0.0) for k in order])
+        fix = (
+            "drop --use-gpu or add a GPU node type to the cluster config"
+            if gpu and not big["resources"].get("GPU")
+            else f"use at most {big['resources'].get('CPU', 0.0):g} CPUs per worker, or add a "
+            "larger node type to the cluster config"
+        )
+        raise ConfigError(
+            f"{need}: no node type the autoscaler can launch holds one worker (largest: "
+            f"{big['name']!r} {_fmt(big['resources'], per_worker)}); {fix}"
+        )
+    best = max(slots, key=lambda tn: tn[1])[0]
+    if most < num_workers:
+        raise ConfigError(
+            f"{need} never fit this autoscaling cluster: at most {int(most)} at its max_workers "
+            f"(largest: {best['name']!r} {_fmt(best['resources'], per_worker)} x "
+            f"{best['max_workers']}); "
+            f"use --workers {int(most)} or fewer, or raise max_workers in the cluster config"
+        )
+    return (
+        f"the Ray cluster cannot hold {need} yet; the autoscaler can start them on node type "
+        f"{best['name']!r} {_fmt(best['resources'], per_worker)}: waiting for nodes to scale up"
+    )
 
 
 def shared_data_ref(config: TrainConfig) -> Any:
