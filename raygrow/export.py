@@ -14,9 +14,11 @@ written as a `tokenizers` byte-level BPE without merges over the 256 byte symbol
 the `tokenizer.json` of the prepared data folder (or its cache entry) the run trained on.
 `--tokenizer` overrides it: `byte`, a prepared folder or tokenizer.json, or `none` (model only).
 
-Where the checkpoint comes from (`--run-id`): the run's tag `raygrow.checkpoint_path`, else tag
-or param `checkpoint_path` (a checkpoint file, or a run's checkpoints folder whose newest
-ckpt-*.pt is used), else the run's artifacts `checkpoints/` (see
+Where the checkpoint comes from (`--run-id`): the run's artifacts `checkpoint/` (the newest
+ckpt-*.pt the trial uploaded where it trained, and a BPE run's tokenizer.json, which is then the
+default `--tokenizer`), downloaded from the tracking server's artifact store into a temporary
+folder, so the export works on any machine that reaches the server; runs of older searches:
+artifacts `checkpoints/`, else the local path of their tag `raygrow.checkpoint_path` (see
 `raygrow.tracking.checkpoint_of_run`). `--checkpoint PATH` skips MLflow entirely.
 
 Name mapping (raygrow FQN -> transformers LlamaForCausalLM):
@@ -52,6 +54,7 @@ from typing import Any
 
 import torch
 
+from raygrow.checkpoint import find_checkpoint
 from raygrow.data import BPETokenizer, ByteTokenizer, Tokenizer, get_tokenizer, manifest_of
 from raygrow.data.tokenizer import EOT_TOKEN, TOKENIZER_FILE, require_tokenizers
 from raygrow.errors import ConfigError, cli_entry
@@ -380,6 +383,20 @@ def export_checkpoint(
     return info
 
 
+def fetch_run_checkpoint(uri: str, run_id: str, tmp: str) -> tuple[Path, str, str | None]:
+    """The run's checkpoint downloaded from its MLflow artifacts into `tmp` (or, for runs of
+    older searches, the local path it records): (local checkpoint, where it came from as a
+    `runs:/` URI or path, the tokenizer.json stored next to it or None)."""
+    folder = checkpoint_of_run(uri, run_id, tmp)
+    path = find_checkpoint(folder)
+    try:
+        source = f"runs:/{run_id}/{path.relative_to(Path(tmp) / 'run-artifacts').as_posix()}"
+    except ValueError:  # a recorded local path
+        source = str(path.resolve())
+    stored = path.parent / TOKENIZER_FILE
+    return path, source, str(stored) if stored.is_file() and source.startswith("runs:/") else None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m raygrow.export", description=__doc__.split("\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
@@ -416,15 +433,16 @@ def main(argv: list[str] | None = None) -> int:
                     "(or set MLFLOW_TRACKING_URI)"
                 )
             check_reachable(uri, origin=tracking_uri_origin(args.tracking_uri))
-            path = checkpoint_of_run(uri, args.run_id, tmp)
-            provenance.update(run_id=args.run_id, tracking_uri=uri)
+            path, source, stored_tokenizer = fetch_run_checkpoint(uri, args.run_id, tmp)
+            provenance.update(run_id=args.run_id, tracking_uri=uri, checkpoint=source)
+            tokenizer = args.tokenizer or stored_tokenizer
         else:
-            path = Path(args.checkpoint)
+            path, tokenizer = Path(args.checkpoint), args.tokenizer
         state = load_checkpoint(path)
-        provenance["checkpoint"] = str(Path(path).resolve())
+        provenance.setdefault("checkpoint", str(Path(path).resolve()))
         name = args.run_id or Path(path).stem
         out = Path(args.out or Path("raygrow_runs") / "exports" / name)
-        info = export_state(state, out, args.dtype, provenance, args.tokenizer)
+        info = export_state(state, out, args.dtype, provenance, tokenizer)
     cfg = state.model_config
     print(
         f"exported {cfg.shape} ({info['n_params']:,} params, {len(state.growth_history)} growth "

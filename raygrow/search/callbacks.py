@@ -2,11 +2,14 @@
 
 `TrackingCallback` forwards Tune's trial events to `raygrow.tracking.SearchTracker` (one child
 run per trial under the search's parent run): params at start, eval metrics at step = tokens,
-and at the end the status (`completed` / `stopped by ASHA at FLOPs X` / `failed: reason`), for
-an ASHA stop its reason (tag `raygrow.stop_reason`: rung, cutoff, value, trials at the rung), the
-growth events read from the trial's last checkpoint and the schedule/train config as artifacts.
-This is where post-trial bookkeeping must live: the trial's own code never runs after ASHA
-stops it.
+the growth events each report carries (`growth_reports`, logged as they arrive), and at the end
+the status (`completed` / `stopped by ASHA at FLOPs X` / `failed: reason`), for an ASHA stop its
+reason (tag `raygrow.stop_reason`: rung, cutoff, value, trials at the rung), the schedule/train
+config as artifacts and the tag `raygrow.checkpoint_artifact` (the `runs:/` URI of the newest
+checkpoint the trial uploaded itself, see `raygrow.tracking.artifacts`). Everything comes from
+the trial's reports and plan, never from files: on a cluster the trial's folder is on the node
+that trained it. This is where post-trial bookkeeping must live: the trial's own code never
+runs after ASHA stops it.
 
 Tune pickles callbacks into the experiment folder (for `Tuner.restore`), so the callback holds
 only plain settings; the tracker itself lives in a per-process cache (`get_tracker`). Tracking
@@ -23,7 +26,9 @@ from ray.tune import Callback
 
 from raygrow.search.config import SearchConfig
 from raygrow.search.results import TrialInfo, one_line_error
-from raygrow.search.trainable import plan_trial
+from raygrow.search.trainable import CHECKPOINT_ARTIFACT_KEY, plan_trial
+from raygrow.tracking.schema import TAG_CHECKPOINT_ARTIFACT
+from raygrow.train.worker import GROWTH_REPORTS_KEY
 
 _TRACKERS: dict[tuple[str, str], Any] = {}
 
@@ -51,6 +56,7 @@ class TrackingCallback(Callback):
         self._last_step: dict[str, int] = {}
         self._finished: set[str] = set()
         self._params_logged: set[str] = set()
+        self._checkpoint_uri: dict[str, str] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         return {"search": self.search}
@@ -107,6 +113,13 @@ class TrackingCallback(Callback):
     ) -> None:
         if "tokens" not in result:
             return
+        events = result.get(GROWTH_REPORTS_KEY)
+        if events:  # a resumed trial re-reporting an event overwrites the same records
+            self._safe(
+                "log_growth_events", self.tracker.log_growth_events, trial.trial_id, list(events)
+            )
+        if result.get(CHECKPOINT_ARTIFACT_KEY):
+            self._checkpoint_uri[trial.trial_id] = str(result[CHECKPOINT_ARTIFACT_KEY])
         step = int(result["tokens"])
         if step <= self._last_step.get(trial.trial_id, -1) and step > 0:
             return  # a resumed trial re-reporting what is logged already
@@ -142,13 +155,6 @@ class TrackingCallback(Callback):
             error=error,
         )
         status = info.status
-        checkpoint = self._last_checkpoint(trial, plan)
-        if checkpoint is not None:
-            events = self._safe("reading growth events", _growth_events, checkpoint)
-            if events:
-                self._safe(
-                    "log_growth_events", self.tracker.log_growth_events, trial.trial_id, events
-                )
         artifacts: dict[str, Any] = {}
         if plan is not None:
             artifacts["train_config.json"] = plan.train.to_dict()
@@ -158,8 +164,11 @@ class TrackingCallback(Callback):
         reason = self._stop_reason(trial) if status.startswith("stopped") else None
         if reason:
             tags["raygrow.stop_reason"] = reason
-        if checkpoint is not None:
-            tags["raygrow.checkpoint_path"] = str(checkpoint)
+        checkpoint = self._checkpoint_uri.get(trial.trial_id) or info.last_result.get(
+            CHECKPOINT_ARTIFACT_KEY
+        )
+        if checkpoint:
+            tags[TAG_CHECKPOINT_ARTIFACT] = str(checkpoint)
         self._safe(
             "finish_trial", self.tracker.finish_trial, trial.trial_id, status, tags, artifacts
         )
@@ -171,20 +180,3 @@ class TrackingCallback(Callback):
         from raygrow.search.asha import state_path, stop_texts
 
         return stop_texts(state_path(self.cfg.experiment_dir)).get(trial.trial_id)
-
-    @staticmethod
-    def _last_checkpoint(trial: Any, plan: Any) -> Path | None:
-        folder = (trial.last_result or {}).get("checkpoint_path")
-        candidates = []
-        if folder:
-            candidates += sorted(Path(folder).glob("ckpt-*.pt"))
-        if plan is not None:
-            candidates += sorted((Path(plan.train.out_dir) / "checkpoints").glob("ckpt-*.pt"))
-        existing = [c for c in candidates if c.is_file()]
-        return max(existing, key=lambda p: p.name) if existing else None
-
-
-def _growth_events(checkpoint: Path) -> list[dict[str, Any]]:
-    from raygrow.train.state import load_checkpoint
-
-    return list(load_checkpoint(checkpoint).growth_history)

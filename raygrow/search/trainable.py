@@ -25,6 +25,7 @@ of re-training into the same NaN."""
 from __future__ import annotations
 
 import contextlib
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,8 @@ from raygrow.train.worker import RayReportHooks, link_or_copy, open_reported_che
 DIVERGED_MARKER = "DIVERGED"
 BASELINE_KEY = "schedule"
 SEED_KEY = "seed"
+CHECKPOINT_ARTIFACT_KEY = "checkpoint_artifact"
+"""Report key: `runs:/<run_id>/checkpoint/<file>` of the checkpoint uploaded before the report."""
 
 
 class TrialDiverged(RuntimeError):
@@ -162,11 +165,17 @@ def trial_driver(config: dict[str, Any], search: dict[str, Any] | None = None) -
     if marker.exists():
         raise TrialDiverged(f"diverged: {marker.read_text().strip()} (not retried)")
     Path(plan.train.out_dir).mkdir(parents=True, exist_ok=True)
+    artifacts = trial_artifacts(cfg, trial_id)
     try:
         if cfg.workers == 1:
-            train_in_trial(plan, use_gpu=cfg.use_gpu, prefixes=lineage.prefix_store_of(cfg))
+            train_in_trial(
+                plan,
+                use_gpu=cfg.use_gpu,
+                prefixes=lineage.prefix_store_of(cfg),
+                artifacts=artifacts,
+            )
         else:
-            train_with_ray_train(plan, cfg, trial_id)
+            train_with_ray_train(plan, cfg, trial_id, artifacts=artifacts)
     except Exception as exc:
         reason = divergence_reason(exc)
         if reason is None:
@@ -175,18 +184,32 @@ def trial_driver(config: dict[str, Any], search: dict[str, Any] | None = None) -
         raise TrialDiverged(f"diverged: {reason}") from None
 
 
+def trial_artifacts(cfg: SearchConfig, trial_id: str) -> Any:
+    """The uploader of this trial's checkpoints to its MLflow run (`TrialArtifacts`, run found
+    by the tags the driver gives it: `raygrow.search` = the experiment folder, `raygrow.trial_id`),
+    or None without a tracking store."""
+    if not cfg.tracking_uri:
+        return None
+    from raygrow.tracking import TrialArtifacts
+
+    return TrialArtifacts(cfg.tracking_uri, cfg.experiment, str(cfg.experiment_dir), trial_id)
+
+
 _TOKENS: dict[tuple[str, str | None], Any] = {}
 """Token data per (source, tokenizer), kept by a reused trial process for its next trials."""
 
 
-def train_in_trial(plan: TrialPlan, *, use_gpu: bool, prefixes: PrefixStore | None) -> None:
+def train_in_trial(
+    plan: TrialPlan, *, use_gpu: bool, prefixes: PrefixStore | None, artifacts: Any = None
+) -> None:
     """One worker: raygrow's loop in this trial process, reporting through `tune.report`.
 
     A restored trial continues from `tune.get_checkpoint()` (the loop's checkpoint file that
     an earlier report attached). ASHA's stop arrives as the blocked `tune.report` raising
     SystemExit in this thread; the process then takes the next trial (reuse_actors).
     `prefixes`: the search's prefix store (`raygrow.train.prefixes`): a trial resumes the
-    latest stored un-grown state its schedule shares and leaves its own.
+    latest stored un-grown state its schedule shares and leaves its own. `artifacts`: a
+    `TrialArtifacts` that uploads every checkpoint the loop writes (and a BPE run's tokenizer).
     """
     import torch
     from ray import tune
@@ -203,6 +226,9 @@ def train_in_trial(plan: TrialPlan, *, use_gpu: bool, prefixes: PrefixStore | No
     if key not in _TOKENS:
         _TOKENS.clear()  # one corpus at a time: a search uses one
         _TOKENS[key] = load_tokens(config.data, config.tokenizer)
+    data = _TOKENS[key]
+    if artifacts is not None and data.manifest.tokenizer_file:  # BPE: export needs it
+        artifacts.tokenizer_file = Path(data.path) / data.manifest.tokenizer_file
     torch.set_num_threads(config.threads)
     checkpoint = tune.get_checkpoint()
     with contextlib.ExitStack() as stack:
@@ -213,8 +239,8 @@ def train_in_trial(plan: TrialPlan, *, use_gpu: bool, prefixes: PrefixStore | No
             config,
             plan.schedule,
             resume=resume,
-            hooks=TuneReportHooks(resumed_from_step),
-            data=_TOKENS[key],
+            hooks=TuneReportHooks(resumed_from_step, artifacts),
+            data=data,
             verbose=False,
             prefixes=prefixes,
         )
@@ -223,11 +249,19 @@ def train_in_trial(plan: TrialPlan, *, use_gpu: bool, prefixes: PrefixStore | No
 
 class TuneReportHooks(RayReportHooks):
     """`LoopHooks` that hand every evaluation to Tune (`tune.report`), with the loop's
-    checkpoint attached when one was written (Tune copies it into the trial's storage)."""
+    checkpoint attached when one was written (Tune copies it into the trial's storage).
 
-    def __init__(self, resumed_from_step: int | None) -> None:  # no Ray Train context here
-        self.resumed_from_step = resumed_from_step
+    What the driver learns comes from the report, never from this node's files: the growth
+    events since the last report (`growth_reports`) and, when `artifacts` uploaded the
+    checkpoint to the trial's MLflow run first, its `runs:/` URI (`checkpoint_artifact`). The
+    upload happens before `tune.report`, so a checkpoint ASHA stops the trial at is uploaded;
+    a trial stopped between checkpoints keeps its previous one."""
+
+    def __init__(self, resumed_from_step: int | None, artifacts: Any = None) -> None:
+        self.resumed_from_step = resumed_from_step  # no Ray Train context here
         self.first_eval_time: float | None = None
+        self.pending_growth: list[dict[str, Any]] = []
+        self.artifacts = artifacts
 
     def on_eval(self, metrics: dict[str, Any], checkpoint: Path | None) -> None:
         from ray import tune
@@ -236,15 +270,23 @@ class TuneReportHooks(RayReportHooks):
         if checkpoint is None:
             tune.report(report)
             return
+        if self.artifacts is not None:
+            uri = self.artifacts.upload_checkpoint(checkpoint)
+            if uri:
+                report[CHECKPOINT_ARTIFACT_KEY] = uri
         report["checkpoint_path"] = str(checkpoint.parent)
         with tempfile.TemporaryDirectory(prefix="raygrow-ckpt-") as staging:
             link_or_copy(checkpoint, Path(staging) / checkpoint.name)
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(staging))
 
 
-def train_with_ray_train(plan: TrialPlan, cfg: SearchConfig, trial_id: str) -> None:
+def train_with_ray_train(
+    plan: TrialPlan, cfg: SearchConfig, trial_id: str, artifacts: Any = None
+) -> None:
     """Several workers: a nested TorchTrainer (Train run `train-<trial_id>`), whose rank 0
-    reports reach Tune through `TuneReportCallback`."""
+    reports reach Tune through `TuneReportCallback`. When it completes, its final checkpoint
+    (in the Train run's storage, which every node of a multi-node run must share) is uploaded
+    to the trial's MLflow run from this trial process (`artifacts`)."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from raygrow.train.driver import build_trainer
@@ -260,4 +302,15 @@ def train_with_ray_train(plan: TrialPlan, cfg: SearchConfig, trial_id: str) -> N
         callbacks=[TuneReportCallback()],
         verbose=False,
     )
-    trainer.fit()
+    result = trainer.fit()
+    if artifacts is not None and getattr(result, "checkpoint", None) is not None:
+        try:
+            with contextlib.ExitStack() as stack:
+                final, _ = open_reported_checkpoint(result.checkpoint, stack)
+                artifacts.upload_checkpoint(final)
+        except OSError as exc:  # the Train run's storage not readable here: warned, not fatal
+            print(
+                f"raygrow.search: warning: trial {trial_id}: final checkpoint not uploaded "
+                f"to MLflow ({exc})",
+                file=sys.stderr,
+            )

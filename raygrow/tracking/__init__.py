@@ -5,7 +5,9 @@
     provenance.py  run-context tags, git commit, package versions, the corpus as a dataset input
     writer.py      `SearchTracker`: the parent and child runs, their params, metrics, artifacts
     render.py      the files it attaches: a trial's loss-vs-FLOPs PNG, the ranked table
-    reader.py      trial runs, curves and checkpoints read back (analysis, export)
+    reader.py      trial runs, curves and recorded checkpoints read back (analysis, export)
+    artifacts.py   a trial's checkpoint (+ tokenizer) uploaded from where it trained, downloaded
+                   by export from anywhere (`TrialArtifacts`, `checkpoint_of_run`)
 
 Layout in the store (one MLflow experiment per search space/target):
 
@@ -21,7 +23,10 @@ Layout in the store (one MLflow experiment per search space/target):
                  mlflow.parentRunId=<parent>, raygrow.status=<status text>, run context tags
                  params: the flattened schedule; metrics with step = tokens seen;
                  input: the same corpus dataset;
-                 artifacts: growth/event-*.json, plots/loss_vs_flops.png, whatever the search adds
+                 tag raygrow.checkpoint_artifact=runs:/<run_id>/checkpoint/ckpt-<step>.pt;
+                 artifacts: checkpoint/ckpt-<step>.pt (+ tokenizer.json for BPE; uploaded by
+                 the trial where it trained), growth/event-*.json (from the trial's reports),
+                 schedule.json, train_config.json, plots/loss_vs_flops.png
 
 Run names are for people only: resume finds runs by the tags `raygrow.search` and
 `raygrow.trial_id`, never by name.
@@ -39,8 +44,8 @@ Importing it is cheap: MLflow, matplotlib and pandas are imported on use.
 
 from __future__ import annotations
 
+from raygrow.tracking.artifacts import TrialArtifacts, checkpoint_of_run
 from raygrow.tracking.provenance import corpus_dataset_input
-from raygrow.tracking.reader import checkpoint_of_run
 from raygrow.tracking.store import (
     check_reachable,
     default_tracking_uri,
@@ -52,6 +57,7 @@ from raygrow.tracking.writer import SearchTracker
 
 __all__ = [
     "SearchTracker",
+    "TrialArtifacts",
     "check_reachable",
     "checkpoint_of_run",
     "corpus_dataset_input",

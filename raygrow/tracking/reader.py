@@ -1,4 +1,4 @@
-"""Reading a search back from MLflow: its trial runs, their curves and checkpoints.
+"""Reading a search back from MLflow: its trial runs, their curves and recorded checkpoints.
 
 Used by `raygrow.analysis` and `python -m raygrow.export`. MLflow is imported inside the
 functions: importing it costs seconds, and `import raygrow.tracking` must stay cheap.
@@ -7,11 +7,10 @@ functions: importing it costs seconds, and `import raygrow.tracking` must stay c
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 from raygrow.errors import ConfigError
-from raygrow.tracking.schema import TAG_CHECKPOINT, TAG_ROLE
+from raygrow.tracking.schema import TAG_CHECKPOINT, TAG_CHECKPOINT_ARTIFACT, TAG_ROLE
 
 
 def open_client(tracking_uri: str) -> Any:
@@ -69,41 +68,13 @@ def run_curve(client: Any, run_id: str) -> dict[str, list]:
 
 
 def recorded_checkpoint(tags: Mapping[str, str], params: Mapping[str, str]) -> str | None:
-    """The checkpoint a run records: tag `raygrow.checkpoint_path`, tag or param
-    `checkpoint_path` (first hit wins), or None."""
-    return tags.get(TAG_CHECKPOINT) or tags.get("checkpoint_path") or params.get("checkpoint_path")
-
-
-def checkpoint_of_run(tracking_uri: str, run_id: str, download_to: str | Path) -> Path:
-    """Where a trial's final checkpoint is (used by `python -m raygrow.export`).
-
-    Looked up in this order: `recorded_checkpoint` (a file, or a run's checkpoints folder: its
-    newest ckpt-*.pt), then the run's artifacts `checkpoints/` or `checkpoint/` (downloaded
-    into `download_to`).
-    """
-    from mlflow.exceptions import MlflowException
-
-    client = open_client(tracking_uri)
-    try:
-        run = client.get_run(run_id)
-    except MlflowException as exc:
-        raise ConfigError(
-            f"run {run_id!r} not found in {tracking_uri} ({exc.error_code}); check --run-id and "
-            "--tracking-uri"
-        ) from None
-    recorded = recorded_checkpoint(run.data.tags, run.data.params)
-    if recorded:
-        path = Path(recorded)
-        if not path.exists():
-            raise ConfigError(
-                f"run {run_id} records checkpoint {recorded!r}, which does not exist on this "
-                "machine; copy it here and pass --checkpoint PATH"
-            )
-        return path
-    for folder in ("checkpoints", "checkpoint"):
-        if client.list_artifacts(run_id, folder):
-            return Path(client.download_artifacts(run_id, folder, dst_path=str(download_to)))
-    raise ConfigError(
-        f"run {run_id} has no checkpoint recorded (tag {TAG_CHECKPOINT}, param checkpoint_path "
-        "or artifacts checkpoints/); pass --checkpoint PATH"
+    """The checkpoint a run records: tag `raygrow.checkpoint_artifact` (a `runs:/` URI), tag
+    `raygrow.checkpoint_path` (older searches: a path on the node that trained), tag or param
+    `checkpoint_path` (first hit wins), or None. `raygrow.tracking.artifacts.checkpoint_of_run`
+    downloads it."""
+    return (
+        tags.get(TAG_CHECKPOINT_ARTIFACT)
+        or tags.get(TAG_CHECKPOINT)
+        or tags.get("checkpoint_path")
+        or params.get("checkpoint_path")
     )

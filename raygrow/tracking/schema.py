@@ -47,7 +47,10 @@ TAG_ARM = "raygrow.arm"
 TAG_STATUS = "raygrow.status"
 TAG_STATUS_KIND = "raygrow.status_kind"  # a kind of raygrow.results.status
 TAG_OPERATORS = "raygrow.operators"
-TAG_CHECKPOINT = "raygrow.checkpoint_path"
+TAG_CHECKPOINT = "raygrow.checkpoint_path"  # a node-local path: runs of older searches only
+# runs:/<run_id>/checkpoint/ckpt-<step>.pt: the trial's newest checkpoint (tracking.artifacts)
+TAG_CHECKPOINT_ARTIFACT = "raygrow.checkpoint_artifact"
+CHECKPOINT_ARTIFACT_DIR = "checkpoint"
 TAG_PARENT = "mlflow.parentRunId"
 
 _ARM_ALIASES = {

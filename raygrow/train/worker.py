@@ -34,6 +34,9 @@ import torch
 from raygrow.train.config import TrainConfig
 
 CHECKPOINT_DIR_PREFIX = "checkpoint_"
+GROWTH_REPORTS_KEY = "growth_reports"
+"""Report key of the growth events (`GrowthReport.to_dict()` + step/tokens/flops/stage) that
+happened since the previous report."""
 
 
 def _local_storage_dir() -> Path | None:
@@ -67,13 +70,19 @@ class RayReportHooks:
         self.resumed_from_step = resumed_from_step
         self.storage_dir = _local_storage_dir()
         self.first_eval_time: float | None = None
+        self.pending_growth: list[dict[str, Any]] = []
 
     def report_dict(self, metrics: dict[str, Any]) -> dict[str, Any]:
-        """The loop's evaluation record plus Tune's step axis and wall-clock fields."""
+        """The loop's evaluation record plus Tune's step axis and wall-clock fields, and the
+        growth events since the previous report (`growth_reports`: the driver logs them to
+        MLflow; it never reads them from the trial's files)."""
         now = time.time()
         if self.first_eval_time is None:
             self.first_eval_time = now
         report = dict(metrics)
+        if self.pending_growth:
+            report[GROWTH_REPORTS_KEY] = list(self.pending_growth)
+            self.pending_growth.clear()
         report["timesteps_total"] = metrics["tokens"]  # MLflow/Tune step axis = tokens
         report["resumed_from_step"] = self.resumed_from_step
         report["wall_time"] = now
@@ -109,7 +118,8 @@ class RayReportHooks:
         )
 
     def on_growth(self, report: dict[str, Any]) -> None:
-        pass  # growth shows up in the next evaluation's n_params/n_layers/growth_events
+        """Keep the event for the next report (every growth is followed by an evaluation)."""
+        self.pending_growth.append(dict(report))
 
 
 def checkpoint_file(folder: str | Path) -> Path | None:
