@@ -126,7 +126,8 @@ class TrialArtifacts:
             if _is_checkpoint(f.path) and Path(f.path).name != keep
         ]
         if old:
-            repo = get_artifact_repository(self.client.get_run(run_id).info.artifact_uri)
+            store = self.client.get_run(run_id).info.artifact_uri
+            repo = get_artifact_repository(store, tracking_uri=self.tracking_uri)
             for path in old:
                 repo.delete_artifacts(path)
 
@@ -224,11 +225,12 @@ def _check_local_store(run_id: str, store: str) -> None:
     """A `file:` artifact store of a run made on another machine is not here: say so (MLflow
     would list it as empty). The experiment's folder is checked, since a run that logged no
     artifacts has no folder of its own."""
-    if not store.startswith("file:") and "://" in store:
-        return
     from urllib.parse import unquote, urlparse
 
-    local = Path(unquote(urlparse(store).path)) if store.startswith("file:") else Path(store)
+    parsed = urlparse(store)
+    if parsed.scheme not in ("", "file"):  # s3:, mlflow-artifacts:, ...: the client reads them
+        return
+    local = Path(unquote(parsed.path))
     experiment_folder = local.parent.parent  # <location>/<run_id>/artifacts
     if not experiment_folder.is_dir():
         raise ConfigError(
