@@ -15,7 +15,10 @@ into a `TrainConfig` + `GrowthSchedule` (`plan_trial`, pure, shared with the res
   reach Tune through `TuneReportCallback`. ASHA stops such a trial by killing this actor.
 
 Either way nothing may follow training that matters: all bookkeeping lives in the driver's
-callbacks and result collection. The loop writes `<experiment>/trials/<trial_id>/`.
+callbacks and result collection, fed only by what the trial reports (metrics, growth events,
+the `runs:/` URI of each checkpoint the trial uploaded to its MLflow run with
+`raygrow.tracking.TrialArtifacts`). The loop writes `<experiment>/trials/<trial_id>/` on the
+node that trains; nothing reads it from elsewhere.
 
 Divergence: the loop raises `TrainingDiverged` on a NaN/inf loss; this function re-raises it as
 `TrialDiverged(reason)` so Tune records the trial as ERROR with the reason, and leaves a
