@@ -57,28 +57,34 @@ def load(exp: Path) -> list[dict[str, Any]]:
     return pd.read_parquet(exp / "results.parquet").to_dict("records")
 
 
+def num(value: Any) -> float:
+    """A FLOP or loss cell as a number: a failed trial's missing value (None/NaN) counts 0."""
+    return float(value) if value is not None and value == value else 0.0
+
+
 def key(row: dict[str, Any]) -> tuple[str, str, int]:
     return (row["arm"], row["schedule"], int(row["seed"]))
 
 
 def computed(rows: list[dict[str, Any]], arm: str | None = None) -> float:
     return sum(
-        (r["flops"] or 0.0) - (r["flops_reused"] or 0.0)
-        for r in rows
-        if arm is None or r["arm"] == arm
+        num(r["flops"]) - num(r["flops_reused"]) for r in rows if arm is None or r["arm"] == arm
     )
 
 
 def naive(rows: list[dict[str, Any]], arm: str | None = None) -> float:
-    return sum((r["flops"] or 0.0) for r in rows if arm is None or r["arm"] == arm)
+    return sum(num(r["flops"]) for r in rows if arm is None or r["arm"] == arm)
 
 
-def compare(off: list[dict[str, Any]], on: list[dict[str, Any]]) -> tuple[float, int]:
-    """max |delta val_loss| over the trials both ran, and how many were compared."""
+def compare(off: list[dict[str, Any]], on: list[dict[str, Any]]) -> tuple[float, int, int]:
+    """max |delta val_loss| over the trials both ran with a loss, how many were compared, and
+    how many trials of either arm have no loss (failed: counted, never dropped silently)."""
     a, b = {key(r): r for r in off}, {key(r): r for r in on}
     common = sorted(set(a) & set(b))
-    deltas = [abs(a[k]["val_loss"] - b[k]["val_loss"]) for k in common]
-    return (max(deltas) if deltas else float("nan")), len(common)
+    lossless = sum(1 for r in (*off, *on) if not num(r["val_loss"]))
+    pairs = [k for k in common if num(a[k]["val_loss"]) and num(b[k]["val_loss"])]
+    deltas = [abs(a[k]["val_loss"] - b[k]["val_loss"]) for k in pairs]
+    return (max(deltas) if deltas else float("nan")), len(pairs), lossless
 
 
 def main() -> None:
@@ -108,13 +114,14 @@ def main() -> None:
 
     lines = ["## Sharing on vs off (same grid, same seed)", ""]
     lines += [
-        "| arms | scheduler | trials compared | max abs delta val loss | computed FLOPs on / off "
+        "| arms | scheduler | trials compared (without a loss) | max abs delta val loss "
+        "| computed FLOPs on / off "
         "| grown | scratch | small | wall on / off |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for sched, scheduler in PAIRS:
         off, on = rows[f"{sched}-off"], rows[f"{sched}-on"]
-        delta, n = compare(off, on)
+        delta, n, failed = compare(off, on)
         parts = [
             f"{computed(on, arm) / naive(off, arm):.3f}" if naive(off, arm) else "—"
             for arm in ("grown", "scratch", "small")
@@ -122,9 +129,8 @@ def main() -> None:
         wall_off, wall_on = secs[f"{sched}-off"], secs[f"{sched}-on"]
         wall = f"{wall_on / wall_off:.2f} ({wall_on:.0f} s / {wall_off:.0f} s)" if wall_off else "—"
         lines.append(
-            f"| {sched} | {scheduler} | {n} | {delta:.3g} | {computed(on) / naive(off):.3f} | "
-            + " | ".join(parts)
-            + f" | {wall} |"
+            f"| {sched} | {scheduler} | {n} ({failed}) | {delta:.3g} | "
+            f"{computed(on) / naive(off):.3f} | " + " | ".join(parts) + f" | {wall} |"
         )
     lines += [
         "",
@@ -160,7 +166,7 @@ def main() -> None:
     br = {r["budget_frac"]: r for r in rows["wsd-on"] if r["arm"] == "scratch"}
     for frac in sorted(sep):
         a, b = sep[frac], br[frac]
-        ratio = ((b["flops"] or 0) - (b["flops_reused"] or 0)) / (a["flops"] or 1)
+        ratio = (num(b["flops"]) - num(b["flops_reused"])) / (num(a["flops"]) or 1.0)
         lines.append(
             f"| {frac:.0%} | {a['val_loss']:.6f} | {b['val_loss']:.6f} | "
             f"{abs(a['val_loss'] - b['val_loss']):.3g} | {ratio:.3f} |"
