@@ -17,7 +17,9 @@ import pytest
 import torch
 from fixtures.search_runs import small_cfg
 
-pytestmark = pytest.mark.ray
+# the default tier checks the same through test_search_ray's smoke search (artifacts present,
+# export by run id with the trial folders gone); this one also compares the logits
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 SPACE = """
 def grow_once(trial):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -145,6 +146,23 @@ def test_smoke_search(ray_cluster, tmp_path) -> None:
         experiment_names=["test-search"], filter_string="tags.`raygrow.role` = 'search'"
     )
     assert parent["metrics.search_flops"].iloc[0] == pytest.approx(summary["search_flops"])
+
+    # every trial that wrote a checkpoint uploaded it to its MLflow run (not a node-local path),
+    # and the good schedule exports by run id with the trial folders gone (other machines)
+    assert "tags.raygrow.checkpoint_path" not in children or (
+        children["tags.raygrow.checkpoint_path"].isna().all()
+    )
+    done = children[children["tags.raygrow.status"] == "completed"]
+    assert done["tags.raygrow.checkpoint_artifact"].str.startswith("runs:/").all()
+    from raygrow.export import main as export_main
+
+    good_run = children.set_index("tags.raygrow.trial_id").loc[good["trial_id"], "run_id"]
+    for folder in ("trials", "ray", "prefixes"):
+        shutil.rmtree(tmp_path / folder, ignore_errors=True)
+    exported = tmp_path / "exported"
+    argv = ["--run-id", good_run, "--tracking-uri", cfg.tracking_uri, "--out", str(exported)]
+    assert export_main(argv) == 0
+    assert (exported / "model.safetensors").is_file() and (exported / "tokenizer.json").is_file()
     assert parent["metrics.search_flops_naive"].iloc[0] == pytest.approx(
         spent + table["flops_reused"].sum()
     )
