@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from raygrow.growth import OPERATORS, GrowthReport, GrowthState, evaluate, get_operator, grow
-from raygrow.growth.check import fresh_state, toy_batch_fn, toy_config, train_briefly
+from raygrow.growth.check import toy_batch_fn, toy_config
 from raygrow.growth.directives import (
     active_directives,
     event_layer_plan,
@@ -24,19 +24,6 @@ from raygrow.growth.directives import (
 BATCHES = toy_batch_fn(64, batch=8, seq_len=32)
 PROBE = BATCHES(5_000)
 FAST = {"learned": {"phase_steps": 2}}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def trained() -> GrowthState:
-    return train_briefly(fresh_state(toy_config("2x64"), seed=1), BATCHES, 30)[0]
 
 
 def run(state: GrowthState, op: str, **params):

@@ -14,16 +14,6 @@ from raygrow.growth.__main__ import main
 from raygrow.growth.check import fresh_state, toy_batch_fn, toy_config, train_briefly
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.run(

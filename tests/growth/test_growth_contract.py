@@ -60,15 +60,6 @@ PROBE = BATCHES(5_000)
 HELDOUT = [BATCHES(6_000 + i) for i in range(4)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny matmuls gain nothing from threads, and a loaded CI box makes 2 threads slow
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def states() -> dict[tuple[str, str], GrowthState]:
     out = {}

@@ -25,19 +25,6 @@ def L(i: int, key: str) -> str:
     return f"layers.{i}.{key}"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def trained() -> GrowthState:
-    return train_briefly(fresh_state(toy_config("2x64"), seed=1), BATCHES, 30)[0]
-
-
 @pytest.fixture(scope="module")
 def trained_gqa() -> GrowthState:
     config = toy_config("2x64", n_heads=4, n_kv_heads=2)
