@@ -173,7 +173,8 @@ def test_kill_driver_and_resume(tmp_path) -> None:
     out = tmp_path / "exp"
     cmd = [sys.executable, "-m", "raygrow.search", "--smoke-test", "--num-samples", "2"]
     cmd += ["--tokens", str(96 * 8 * 64), "--out", str(out)]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own local cluster
+    # its own local cluster and its own MLflow store
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
     log = open(tmp_path / "first.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path, start_new_session=True
