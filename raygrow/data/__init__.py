@@ -6,10 +6,11 @@ Typical use::
     data = load_tokens()                        # embedded corpus, byte tokens, cached
     sampler = data.sampler(seq_len=256, seed=0)
     x, y = sampler.global_batch(position, 16, rank, world_size)
-    vx, vy = data.val_windows(seq_len=256, n_windows=128)
+    vx, vy = data.val_windows(seq_len=256, n_windows=128)   # selection, during training
+    tx, ty = data.test_windows(seq_len=256, n_windows=128)  # held out: once, at the end
 
 CLI: ``python -m raygrow.data prepare --source default|PATH|GLOB|FILE.parquet:COLUMN
-[--tokenizer byte|bpe:V] --out DIR``.
+[--tokenizer byte|bpe:V] [--val-fraction F] [--test-fraction F] --out DIR``.
 """
 
 from __future__ import annotations

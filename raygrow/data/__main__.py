@@ -1,7 +1,8 @@
 """``python -m raygrow.data``: prepare token shards, or describe a prepared folder.
 
     python -m raygrow.data prepare --source default|PATH|GLOB|FILE.parquet:COLUMN \
-        [--tokenizer byte|bpe:V] [--val-fraction F] [--split-seed S] [--out DIR] [--smoke-test]
+        [--tokenizer byte|bpe:V] [--val-fraction F] [--test-fraction F] [--split-seed S] \
+        [--out DIR] [--smoke-test]
     python -m raygrow.data info DIR
 
 Exit codes: 0 success, 2 bad input (one line on stderr), 1 failure during the run.
@@ -40,6 +41,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="share of documents held out for validation (user sources; default 0.02)",
     )
+    p.add_argument(
+        "--test-fraction",
+        type=float,
+        default=None,
+        help="share of documents held out for the final test (user sources; default 0.02)",
+    )
     p.add_argument("--split-seed", type=int, default=0, help="seed of the document split")
     p.add_argument("--out", default=None, help="output folder (default raygrow_runs/data/NAME)")
     p.add_argument(
@@ -54,13 +61,14 @@ def _summary(folder: object, manifest: object, seconds: float | None = None) -> 
     from raygrow.data.shards import Manifest
 
     assert isinstance(manifest, Manifest)
-    t, v = manifest.train, manifest.val
     took = f" in {seconds:.1f}s" if seconds is not None else ""
+    parts = ", ".join(
+        f"{name} {s.tokens:,} tokens / {s.documents} docs / {s.text_bytes:,} bytes"
+        for name, s in ((n, manifest.splits[n]) for n in ("train", "val", "test"))
+    )
     return (
         f"{manifest.source} [{manifest.tokenizer}, vocab {manifest.vocab_size}] -> {folder}: "
-        f"train {t.tokens:,} tokens / {t.documents} docs / {t.text_bytes:,} bytes, "
-        f"val {v.tokens:,} tokens / {v.documents} docs / {v.text_bytes:,} bytes, "
-        f"sha256 {manifest.content_sha256[:12]}{took}"
+        f"{parts}, sha256 {manifest.content_sha256[:12]}{took}"
     )
 
 
@@ -78,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             val_fraction=args.val_fraction,
             split_seed=args.split_seed,
             smoke_test=args.smoke_test,
+            test_fraction=args.test_fraction,
         )
         print("prepared " + _summary(folder, manifest, time.perf_counter() - start))
     else:

@@ -1,12 +1,14 @@
 """Load prepared tokens and cut them into deterministic training batches.
 
-* ``TokenData``: the train and val token arrays of a prepared folder plus its manifest,
-  verified against the manifest's sha256 when opened.
+* ``TokenData``: the train, val and test token arrays of a prepared folder plus its manifest,
+  verified against the manifest's sha256 when opened. Val is for selection (evaluated during
+  training); test is held out, evaluated once at the end of a run.
 * ``load_tokens``: a prepared folder, or any ``prepare`` source tokenized once into a cache.
 * ``BatchSampler``: a *stateless* sampler. The batch at ``position`` (sequences consumed so far,
   globally) is a pure function of (data, seq_len, seed, position, batch size, rank, world size),
   so a checkpoint only stores ``position`` and resuming, re-sharding or re-running is exact.
-* ``val_windows``: fixed validation windows; ``unigram_entropy``: the no-context baseline loss.
+* ``val_windows``: fixed evaluation windows of a split (val or test); ``unigram_entropy``: the
+  no-context baseline loss.
 
 Random numbers come from a SplitMix64-style integer hash implemented here, not from NumPy's
 generators, so the order of the data does not change with the NumPy version.
@@ -163,17 +165,23 @@ class BatchSampler:
 
 
 def val_windows(
-    val_tokens: np.ndarray, seq_len: int, n_windows: int, seed: int = DEFAULT_VAL_SEED
+    val_tokens: np.ndarray,
+    seq_len: int,
+    n_windows: int,
+    seed: int = DEFAULT_VAL_SEED,
+    split: str = "val",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fixed validation windows: ``n_windows`` seeded random starts, int64 ``(x, y)`` of shape
-    ``(n_windows, seq_len)``. Same arguments, same windows, on any machine."""
+    """Fixed evaluation windows of a split's tokens (val, or test): ``n_windows`` seeded random
+    starts, int64 ``(x, y)`` of shape ``(n_windows, seq_len)``. Same arguments, same windows,
+    on any machine. ``split`` only names the split in errors."""
     n = len(val_tokens)
     if seq_len < 1 or n_windows < 1:
         raise ConfigError(f"seq_len {seq_len} and n_windows {n_windows} must be >= 1")
     if n < seq_len + 1:
         raise ConfigError(
-            f"validation split has {n} tokens, fewer than seq_len+1 = {seq_len + 1}; use a larger "
-            "source, a larger --val-fraction or a shorter seq_len"
+            f"{'validation' if split == 'val' else split} split has {n} tokens, fewer than "
+            f"seq_len+1 = {seq_len + 1}; use a larger "
+            f"source, a larger --{split}-fraction or a shorter seq_len"
         )
     keys = _hashed_counters(_stream_key(_TAG_VAL, seed), n_windows)
     starts = (keys % np.uint64(n - seq_len)).astype(np.int64)
@@ -203,10 +211,12 @@ def unigram_entropy(tokens: np.ndarray) -> float:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class TokenData:
-    """Train and val tokens (read-only 1-D arrays) of a prepared folder, and its manifest."""
+    """Train, val and test tokens (read-only 1-D arrays) of a prepared folder, and its
+    manifest."""
 
     train: np.ndarray
     val: np.ndarray
+    test: np.ndarray
     manifest: Manifest
     path: Path
 
@@ -221,7 +231,7 @@ class TokenData:
             arr = shards.read_split(folder, split, manifest.splits[split], dtype)
             arr.flags.writeable = False
             arrays[split] = arr
-        return cls(arrays["train"], arrays["val"], manifest, folder)
+        return cls(arrays["train"], arrays["val"], arrays["test"], manifest, folder)
 
     @property
     def vocab_size(self) -> int:
@@ -249,11 +259,18 @@ class TokenData:
         """Fixed windows of the val split (see ``val_windows``)."""
         return val_windows(self.val, seq_len, n_windows, seed)
 
+    def test_windows(
+        self, seq_len: int, n_windows: int, seed: int = DEFAULT_VAL_SEED
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fixed windows of the held-out test split (evaluate them once, at the end)."""
+        return val_windows(self.test, seq_len, n_windows, seed, split="test")
+
     def __repr__(self) -> str:
         m = self.manifest
         return (
             f"TokenData({str(self.path)!r}, tokenizer={m.tokenizer!r}, "
-            f"train={m.train.tokens:,} tokens, val={m.val.tokens:,} tokens)"
+            f"train={m.train.tokens:,} tokens, val={m.val.tokens:,} tokens, "
+            f"test={m.test.tokens:,} tokens)"
         )
 
 
@@ -272,11 +289,13 @@ def _cache_entry(
     cache_dir: str | Path | None,
     val_fraction: float | None,
     split_seed: int,
+    test_fraction: float | None = None,
 ) -> tuple[Any, Path]:
-    """Checked prepare request of a raw source and its cache folder (which may not exist)."""
-    req = check_request(source, tokenizer or "byte", val_fraction, split_seed)
+    """Checked prepare request of a raw source and its cache folder (which may not exist).
+    The key holds the format version, so a folder of an older format is never reused."""
+    req = check_request(source, tokenizer or "byte", val_fraction, split_seed, False, test_fraction)
     key_parts = [shards.FORMAT_VERSION, req.source.fingerprint(), req.tokenizer]
-    key_parts += [req.val_fraction, req.split_seed]
+    key_parts += [req.val_fraction, req.split_seed, req.test_fraction]
     key = hashlib.sha256(json.dumps(key_parts).encode("utf-8")).hexdigest()[:16]
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     return req, root / f"{req.source.short_name}-{req.tokenizer.replace(':', '')}-{key}"
@@ -289,6 +308,7 @@ def manifest_of(
     *,
     val_fraction: float | None = None,
     split_seed: int = 0,
+    test_fraction: float | None = None,
 ) -> tuple[Manifest, Path]:
     """The manifest and folder ``load_tokens`` would use for these arguments.
 
@@ -297,14 +317,21 @@ def manifest_of(
     """
     folder = Path(str(source)).expanduser()
     if not (folder / shards.MANIFEST_FILE).is_file():
-        _, folder = _cache_entry(str(source), tokenizer, cache_dir, val_fraction, split_seed)
+        _, folder = _cache_entry(
+            str(source), tokenizer, cache_dir, val_fraction, split_seed, test_fraction
+        )
     if (folder / shards.MANIFEST_FILE).is_file():
         try:
             return shards.read_manifest(folder), folder
         except ConfigError:
             pass  # a corrupt cache entry: load_tokens rebuilds it
     data = load_tokens(
-        source, tokenizer, cache_dir, val_fraction=val_fraction, split_seed=split_seed
+        source,
+        tokenizer,
+        cache_dir,
+        val_fraction=val_fraction,
+        split_seed=split_seed,
+        test_fraction=test_fraction,
     )
     return data.manifest, data.path
 
@@ -316,6 +343,7 @@ def load_tokens(
     *,
     val_fraction: float | None = None,
     split_seed: int = 0,
+    test_fraction: float | None = None,
 ) -> TokenData:
     """Tokens for ``source``: a prepared folder (has manifest.json), or any ``prepare`` source.
 
@@ -335,7 +363,9 @@ def load_tokens(
             )
         return data
 
-    req, final = _cache_entry(str(source), tokenizer, cache_dir, val_fraction, split_seed)
+    req, final = _cache_entry(
+        str(source), tokenizer, cache_dir, val_fraction, split_seed, test_fraction
+    )
     if (final / shards.MANIFEST_FILE).is_file():
         try:
             return TokenData.open(final)
@@ -349,10 +379,10 @@ def load_tokens(
 
     tmp = temp_sibling(final)
     try:
-        manifest, train, val = build(req, tmp)
+        manifest, arrays = build(req, tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if publish(tmp, final, replace=False):
-        return TokenData(train, val, manifest, final)
+        return TokenData(arrays["train"], arrays["val"], arrays["test"], manifest, final)
     return TokenData.open(final)  # another process finished first: use its (identical) copy

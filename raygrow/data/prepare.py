@@ -42,9 +42,10 @@ from raygrow.data.tokenizer import (
 from raygrow.errors import ConfigError
 
 DEFAULT_VAL_FRACTION = 0.02
+DEFAULT_TEST_FRACTION = 0.02
 DEFAULT_SPLIT_SEED = 0
 SMOKE_TRAIN_CHARS = 1_000_000  # --smoke-test: about 1 MB of train text ...
-SMOKE_VAL_CHARS = 100_000  # ... and 100 kB of validation text
+SMOKE_VAL_CHARS = 100_000  # ... and 100 kB of validation (and of test) text
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,7 @@ class PrepareRequest:
     val_fraction: float | None  # None for the embedded corpus (fixed split)
     split_seed: int
     smoke_test: bool
+    test_fraction: float | None = None  # None for the embedded corpus (fixed split)
 
     def default_out(self) -> Path:
         """``raygrow_runs/data/<source>-<tokenizer>[-smoke]`` under the working directory."""
@@ -70,6 +72,7 @@ def check_request(
     val_fraction: float | None = None,
     split_seed: int = DEFAULT_SPLIT_SEED,
     smoke_test: bool = False,
+    test_fraction: float | None = None,
 ) -> PrepareRequest:
     """Validate everything about a prepare call without reading text."""
     spec = canonical_spec(tokenizer)
@@ -77,18 +80,23 @@ def check_request(
         require_tokenizers()  # fail now, not after reading the corpus
     resolved = resolve_source(source)
     if resolved.kind == "default":
-        if val_fraction is not None:
-            raise ConfigError(
-                "--val-fraction: the embedded default corpus has a fixed 2% document split; "
-                "drop --val-fraction"
-            )
+        for flag, value in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):
+            if value is not None:
+                raise ConfigError(
+                    f"{flag}: the embedded default corpus has a fixed 2% document split; "
+                    f"drop {flag}"
+                )
     else:
         val_fraction = DEFAULT_VAL_FRACTION if val_fraction is None else float(val_fraction)
-        if not 0.0 < val_fraction < 1.0:
-            raise ConfigError(
-                f"--val-fraction {val_fraction:g} must be between 0 and 1 (exclusive), e.g. 0.02"
-            )
-    return PrepareRequest(resolved, spec, val_fraction, int(split_seed), bool(smoke_test))
+        test_fraction = DEFAULT_TEST_FRACTION if test_fraction is None else float(test_fraction)
+        for flag, value in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):
+            if not 0.0 < value < 1.0:
+                raise ConfigError(
+                    f"{flag} {value:g} must be between 0 and 1 (exclusive), e.g. 0.02"
+                )
+    return PrepareRequest(
+        resolved, spec, val_fraction, int(split_seed), bool(smoke_test), test_fraction
+    )
 
 
 def _check_out(out: Path) -> None:
@@ -115,33 +123,37 @@ def _subset(docs: Sequence[str], budget: int) -> list[str]:
 
 
 def _embedded_split_notes() -> dict[str, object]:
-    return {"method": "fixed (embedded corpus)", "seed": corpus.read_index()["split"]["seed"]}
+    return {
+        "method": "fixed (embedded corpus)",
+        "seed": corpus.read_index()["split"]["seed"],
+        "test": f"hashed from the shipped train documents ({corpus.TEST_SALT})",
+    }
 
 
-def _split_texts(req: PrepareRequest) -> tuple[list[str], list[str], dict[str, object]]:
+def _split_texts(req: PrepareRequest) -> tuple[dict[str, list[str]], dict[str, object]]:
     """Documents of each split, plus notes for the manifest about how they were split."""
     if req.source.kind == "default":
-        train = corpus.load_split("train").document_texts()
-        val = corpus.load_split("val").document_texts()
-        return train, val, _embedded_split_notes()
-    assert req.val_fraction is not None  # check_request sets it for user sources
-    docs = read_documents(req.source)
+        docs = {s: corpus.load_split(s).document_texts() for s in shards.SPLITS}
+        return docs, _embedded_split_notes()
+    assert req.val_fraction is not None and req.test_fraction is not None  # check_request
+    texts = read_documents(req.source)
     notes: dict[str, object] = {
         "method": "seeded document shuffle",
         "seed": req.split_seed,
         "val_fraction": req.val_fraction,
+        "test_fraction": req.test_fraction,
     }
-    if len(docs) == 1:  # one document: cut it so a document-level split is possible
-        docs = cut_into_pieces(docs[0], SINGLE_DOC_PIECES)
-        notes["single_document_pieces"] = len(docs)
-    train, val = split_documents(docs, req.val_fraction, req.split_seed)
-    return train, val, notes
+    if len(texts) == 1:  # one document: cut it so a document-level split is possible
+        texts = cut_into_pieces(texts[0], SINGLE_DOC_PIECES)
+        notes["single_document_pieces"] = len(texts)
+    train, val, test = split_documents(texts, req.val_fraction, req.split_seed, req.test_fraction)
+    return {"train": train, "val": val, "test": test}, notes
 
 
-def build(req: PrepareRequest, folder: Path) -> tuple[Manifest, np.ndarray, np.ndarray]:
+def build(req: PrepareRequest, folder: Path) -> tuple[Manifest, dict[str, np.ndarray]]:
     """Tokenize the request's source and write shards + manifest into ``folder`` (must exist).
 
-    Returns the manifest and the (read-only) train and val token arrays.
+    Returns the manifest and the (read-only) token arrays by split (train, val, test).
     """
     kind, vocab = parse_tokenizer_spec(req.tokenizer)
     fast_default = req.source.kind == "default" and kind == "byte" and not req.smoke_test
@@ -154,15 +166,14 @@ def build(req: PrepareRequest, folder: Path) -> tuple[Manifest, np.ndarray, np.n
         split_notes = _embedded_split_notes()
         tok: Tokenizer = ByteTokenizer()
     else:
-        train_docs, val_docs, split_notes = _split_texts(req)
+        docs, split_notes = _split_texts(req)
         if req.smoke_test:
-            train_docs = _subset(train_docs, SMOKE_TRAIN_CHARS)
-            val_docs = _subset(val_docs, SMOKE_VAL_CHARS)
-        docs = {"train": train_docs, "val": val_docs}
+            budgets = {"train": SMOKE_TRAIN_CHARS, "val": SMOKE_VAL_CHARS, "test": SMOKE_VAL_CHARS}
+            docs = {s: _subset(d, budgets[s]) for s, d in docs.items()}
         if kind == "byte":
             tok = ByteTokenizer()
-        else:
-            tok = BPETokenizer.train(train_docs, vocab)  # train split only: no val leakage
+        else:  # train split only: no val/test leakage
+            tok = BPETokenizer.train(docs["train"], vocab)
         tokens = {s: tok.encode_documents(d) for s, d in docs.items()}
         n_docs = {s: len(d) for s, d in docs.items()}
         text_bytes = {s: len(join_documents(d).encode("utf-8")) for s, d in docs.items()}
@@ -206,7 +217,7 @@ def build(req: PrepareRequest, folder: Path) -> tuple[Manifest, np.ndarray, np.n
     )
     # the manifest goes last: a folder with a manifest is a complete folder
     (folder / shards.MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
-    return manifest, tokens["train"], tokens["val"]
+    return manifest, tokens
 
 
 def temp_sibling(final: Path) -> Path:
@@ -245,18 +256,19 @@ def prepare(
     val_fraction: float | None = None,
     split_seed: int = DEFAULT_SPLIT_SEED,
     smoke_test: bool = False,
+    test_fraction: float | None = None,
 ) -> tuple[Path, Manifest]:
     """Tokenize ``source`` into Parquet shards + manifest in ``out``; returns (folder, manifest).
 
     ``out`` defaults to ``raygrow_runs/data/<source>-<tokenizer>``; an earlier prepared folder
     there is replaced, any other non-empty folder is refused (ConfigError).
     """
-    req = check_request(source, tokenizer, val_fraction, split_seed, smoke_test)
+    req = check_request(source, tokenizer, val_fraction, split_seed, smoke_test, test_fraction)
     final = Path(out) if out is not None else req.default_out()
     _check_out(final)
     tmp = temp_sibling(final)
     try:
-        manifest, _, _ = build(req, tmp)
+        manifest, _ = build(req, tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

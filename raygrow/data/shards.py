@@ -1,9 +1,10 @@
 """On-disk token format: Parquet shards plus ``manifest.json``.
 
-A prepared folder holds ``train-00000.parquet``, ... and ``val-00000.parquet``, ..., the
-tokenizer file for BPE, and ``manifest.json``. Each shard has one binary column ``tokens``: row
-``i`` holds tokens ``[i * CHUNK_TOKENS, (i + 1) * CHUNK_TOKENS)`` of the shard as little-endian
-``manifest.dtype`` bytes (the schema metadata repeats dtype and chunk size). The manifest
+A prepared folder holds ``train-00000.parquet``, ..., ``val-00000.parquet``, ... and
+``test-00000.parquet``, ... (the held-out test split), the tokenizer file for BPE, and
+``manifest.json``. Each shard has one binary column ``tokens``: row ``i`` holds tokens
+``[i * CHUNK_TOKENS, (i + 1) * CHUNK_TOKENS)`` of the shard as little-endian ``manifest.dtype``
+bytes (the schema metadata repeats dtype and chunk size). The manifest
 records the sha256 of every split's token bytes, so a truncated or edited shard is detected
 when the folder is opened.
 """
@@ -22,11 +23,12 @@ from raygrow.errors import ConfigError
 
 MANIFEST_FILE = "manifest.json"
 FORMAT_NAME = "raygrow-tokens"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: a held-out test split (1 had train and val only: its folders must be prepared again)."""
 SHARD_TOKENS = 1 << 22  # 4 Mi tokens per shard: about 1.6 MB on disk for byte tokens
 CHUNK_TOKENS = 1 << 16  # tokens per Parquet row
 TOKEN_COLUMN = "tokens"
-SPLITS = ("train", "val")
+SPLITS = ("train", "val", "test")
 _FIX = "re-run python -m raygrow.data prepare"
 
 
@@ -67,7 +69,7 @@ class Manifest:
     vocab_size: int
     dtype: str  # numpy dtype name of the tokens
     splits: dict[str, SplitInfo]
-    split: dict[str, Any]  # how the documents were split (method, seed, val_fraction)
+    split: dict[str, Any]  # how the documents were split (method, seed, val/test_fraction)
     content_sha256: str
     tokenizer_file: str | None = None  # tokenizer.json for BPE
     separator: str = "\n\n"  # byte: between documents (+ final "\n"); BPE: "<|endoftext|>",
@@ -87,6 +89,10 @@ class Manifest:
     def val(self) -> SplitInfo:
         return self.splits["val"]
 
+    @property
+    def test(self) -> SplitInfo:
+        return self.splits["test"]
+
     def to_json(self) -> str:
         blob = asdict(self)
         splits = sorted(self.splits.items())
@@ -100,8 +106,11 @@ class Manifest:
             blob = json.loads(text)
             if blob.get("format") != FORMAT_NAME:
                 raise ValueError(f"format is {blob.get('format')!r}, not {FORMAT_NAME!r}")
-            if blob.get("format_version") != FORMAT_VERSION:
-                raise ValueError(f"format_version {blob.get('format_version')} is not supported")
+            version = blob.get("format_version")
+            if version == 1:
+                raise ValueError("format_version 1 has no test split")
+            if version != FORMAT_VERSION:
+                raise ValueError(f"format_version {version} is not supported")
             splits = {}
             for name in SPLITS:
                 d = blob["splits"][name]

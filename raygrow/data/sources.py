@@ -12,8 +12,9 @@ A source spec is one string (so it fits a config or a flag):
     one document per non-null row of the string column COLUMN.
 
 ``resolve_source`` checks the spec (paths exist, the glob matches, the column exists) without
-reading any text, so bad input fails before any work. User sources are split by document with a
-seeded shuffle; a source with a single document is first cut into pieces at line breaks.
+reading any text, so bad input fails before any work. User sources are split by document
+(train / val / test) with a seeded shuffle; a source with a single document is first cut into
+pieces at line breaks.
 """
 
 from __future__ import annotations
@@ -211,23 +212,28 @@ def cut_into_pieces(text: str, n_pieces: int = SINGLE_DOC_PIECES) -> list[str]:
 
 
 def split_documents(
-    docs: Sequence[str], val_fraction: float, seed: int
-) -> tuple[list[str], list[str]]:
-    """Seeded document-level split: shuffle indices, hold out ``round(n * val_fraction)`` (>= 1).
+    docs: Sequence[str], val_fraction: float, seed: int, test_fraction: float = 0.0
+) -> tuple[list[str], list[str], list[str]]:
+    """Seeded document-level split into (train, val, test): shuffle indices, hold out the first
+    ``round(n * val_fraction)`` (>= 1) for val and the next ``round(n * test_fraction)`` (>= 1
+    when the fraction is > 0) for test, so val is the same with or without a test split.
 
-    Both splits keep the documents' original relative order, so the token stream reads
+    Every split keeps the documents' original relative order, so the token stream reads
     naturally; only membership is random.
     """
     n = len(docs)
     n_val = max(1, round(n * val_fraction))
-    if n < 2 or n_val >= n:
+    n_test = max(1, round(n * test_fraction)) if test_fraction > 0 else 0
+    if n < 2 or n_val + n_test >= n:
         raise ConfigError(
-            f"cannot hold out {val_fraction:g} of {n} document(s) and keep some for training; "
-            "add documents or lower --val-fraction"
+            f"cannot hold out {val_fraction:g} (val) + {test_fraction:g} (test) of {n} "
+            "document(s) and keep some for training; add documents or lower --val-fraction / "
+            "--test-fraction"
         )
     order = list(range(n))
     random.Random(seed).shuffle(order)
-    held = set(order[:n_val])
-    train = [d for i, d in enumerate(docs) if i not in held]
-    val = [d for i, d in enumerate(docs) if i in held]
-    return train, val
+    val_ids, test_ids = set(order[:n_val]), set(order[n_val : n_val + n_test])
+    train = [d for i, d in enumerate(docs) if i not in val_ids and i not in test_ids]
+    val = [d for i, d in enumerate(docs) if i in val_ids]
+    test = [d for i, d in enumerate(docs) if i in test_ids]
+    return train, val, test

@@ -75,10 +75,11 @@ def text_dir(tmp_path: Path) -> Path:
 
 
 def test_embedded_corpus_sizes_and_disjoint_split() -> None:
-    train, val = corpus.load_split("train"), corpus.load_split("val")
-    assert 30_000_000 < len(train.text) < 31_500_000
+    train, val, test = (corpus.load_split(s) for s in ("train", "val", "test"))
+    assert 29_500_000 < len(train.text) < 31_500_000
     assert 500_000 < len(val.text) < 700_000
-    assert len(train.documents) == 963 and len(val.documents) == 19
+    assert 300_000 < len(test.text) < 700_000  # about val's size
+    assert (len(train.documents), len(val.documents), len(test.documents)) == (944, 19, 19)
     assert {d.source for d in train.documents} == {
         "shakespeare",
         "austen",
@@ -87,15 +88,37 @@ def test_embedded_corpus_sizes_and_disjoint_split() -> None:
         "mobydick",
         "brown",
     }
-    train_docs, val_docs = train.document_texts(), val.document_texts()
+    train_docs, val_docs, test_docs = (s.document_texts() for s in (train, val, test))
     assert "\n\n".join(train_docs) + "\n" == train.text.decode("utf-8")
+    assert "\n\n".join(test_docs) + "\n" == test.text.decode("utf-8")
     assert not set(train_docs) & set(val_docs)
+    assert not set(test_docs) & (set(train_docs) | set(val_docs))
     keys = {(d.source, d.title) for d in train.documents}
-    assert not keys & {(d.source, d.title) for d in val.documents}
+    val_keys = {(d.source, d.title) for d in val.documents}
+    test_keys = {(d.source, d.title) for d in test.documents}
+    assert not keys & val_keys and not test_keys & (keys | val_keys)
+    # test is cut from the shipped train file by document; val is the shipped val file
+    shipped = corpus.load_asset("train")
+    assert keys | test_keys == {(d.source, d.title) for d in shipped.documents}
+    assert val.text == corpus.load_asset("val").text
+    assert test_keys == corpus.test_keys()
+
+
+def test_embedded_test_split_is_stable() -> None:
+    """Same documents on every call and after the caches are dropped (a stable hash of
+    source and title, not file order or a random generator)."""
+    first = corpus.load_split("test")
+    corpus._train_and_test.cache_clear()
+    corpus._load_asset.cache_clear()
+    again = corpus.load_split("test")
+    assert again is not first and again.text == first.text
+    assert again.documents == first.documents
+    pinned = "cf8ac52e1c0b720a6d5182ad04bf13d6587fd419c25dcb06e5097b8e28d0f669"
+    assert hashlib.sha256(again.text).hexdigest() == pinned
 
 
 def test_embedded_corpus_matches_reference_build_and_index() -> None:
-    assert hashlib.md5(corpus.load_split("train").text).hexdigest() == REFERENCE_TRAIN_MD5
+    assert hashlib.md5(corpus.load_asset("train").text).hexdigest() == REFERENCE_TRAIN_MD5
     index = corpus.read_index()
     total = 0
     for info in index["splits"].values():
@@ -182,19 +205,42 @@ def test_default_corpus_tokens_and_manifest(default_data: TokenData) -> None:
     m = default_data.manifest
     index = corpus.read_index()
     assert m.tokenizer == "byte" and m.vocab_size == 256 and m.dtype == "uint8"
-    assert m.train.tokens == m.train.text_bytes == index["splits"]["train"]["text_bytes"]
     assert m.val.tokens == m.val.text_bytes == index["splits"]["val"]["text_bytes"]
-    assert (m.train.documents, m.val.documents) == (963, 19)
-    # byte tokens are the corpus text, so their hash is the index's text hash
-    assert m.train.sha256 == index["splits"]["train"]["text_sha256"]
+    shipped = index["splits"]["train"]["text_bytes"]  # one "\n\n" less, one "\n" more
+    assert m.train.tokens + m.test.tokens == m.train.text_bytes + m.test.text_bytes == shipped - 1
+    assert (m.train.documents, m.val.documents, m.test.documents) == (944, 19, 19)
+    # byte tokens are the corpus text, so their hash is the text's hash
     assert m.val.sha256 == index["splits"]["val"]["text_sha256"]
+    for split in ("train", "test"):
+        text = corpus.load_split(split).text
+        assert m.splits[split].sha256 == hashlib.sha256(text).hexdigest()
     assert default_data.train.dtype == np.uint8 and not default_data.train.flags.writeable
-    assert default_data.bytes_per_token("val") == 1.0
+    assert default_data.bytes_per_token("val") == default_data.bytes_per_token("test") == 1.0
     # the cached folder re-opens with identical content
     again = TokenData.open(default_data.path)
-    assert np.array_equal(again.train, default_data.train)
-    assert np.array_equal(again.val, default_data.val)
-    assert json.loads((default_data.path / "manifest.json").read_text())["format_version"] == 1
+    for split in ("train", "val", "test"):
+        assert np.array_equal(getattr(again, split), getattr(default_data, split))
+    assert json.loads((default_data.path / "manifest.json").read_text())["format_version"] == 2
+
+
+def test_old_format_folders_are_refused_or_rebuilt(default_data: TokenData, tmp_path: Path) -> None:
+    """A folder prepared before the test split existed (format 1) is never read with a new
+    meaning: opening it names the fix, and the cache key of a raw source changed."""
+    old = tmp_path / "old"
+    shutil.copytree(default_data.path, old)
+    blob = json.loads((old / "manifest.json").read_text())
+    blob["format_version"] = 1
+    del blob["splits"]["test"]
+    (old / "manifest.json").write_text(json.dumps(blob))
+    with pytest.raises(ConfigError, match=f"format_version 1 has no test split.*{FIX}"):
+        load_tokens(str(old))
+    from raygrow.data import loader
+
+    _, now = loader._cache_entry("default", None, tmp_path, None, 0)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(shards, "FORMAT_VERSION", 1)
+        _, before = loader._cache_entry("default", None, tmp_path, None, 0)
+    assert now != before
 
 
 def test_load_tokens_reuses_cache_and_is_fast(default_data: TokenData) -> None:
@@ -242,30 +288,38 @@ def test_unigram_entropy(default_data: TokenData) -> None:
 def test_prepare_text_folder(tmp_path: Path, text_dir: Path) -> None:
     folder, m = prepare(str(text_dir), tmp_path / "out", val_fraction=0.1)
     data = TokenData.open(folder)
-    assert m.source_kind == "text" and m.train.documents + m.val.documents == 41
-    assert m.val.documents == 4  # round(41 * 0.1)
+    assert m.source_kind == "text"
+    assert m.train.documents + m.val.documents + m.test.documents == 41
+    assert (m.val.documents, m.test.documents) == (4, 1)  # round(41 * 0.1), max(1, 41 * 0.02)
     assert m.train.tokens == m.train.text_bytes == len(data.train)
     val_docs = ByteTokenizer().decode(data.val).rstrip("\n").split("\n\n")
+    test_docs = ByteTokenizer().decode(data.test).rstrip("\n").split("\n\n")
     train_text = ByteTokenizer().decode(data.train)
     sources = {p.read_text().strip() for p in text_dir.rglob("*.*") if p.is_file()} - {"never read"}
-    assert set(val_docs) <= sources  # held-out units are whole files
-    assert not any(doc in train_text for doc in val_docs)
+    assert set(val_docs) <= sources and set(test_docs) <= sources  # whole files held out
+    assert not any(doc in train_text for doc in val_docs + test_docs)
+    assert not set(val_docs) & set(test_docs)
     assert "never read" not in train_text + "".join(val_docs)
     # deterministic; another split seed gives another split
     _, again = prepare(str(text_dir), tmp_path / "out2", val_fraction=0.1)
     assert again.content_sha256 == m.content_sha256
     _, other = prepare(str(text_dir), tmp_path / "out3", val_fraction=0.1, split_seed=1)
     assert other.val.sha256 != m.val.sha256
+    # a larger test fraction takes more test documents and leaves val as it was
+    _, more = prepare(str(text_dir), tmp_path / "out4", val_fraction=0.1, test_fraction=0.1)
+    assert more.test.documents == 4 and more.val.sha256 == m.val.sha256
 
 
 def test_prepare_glob_and_single_file(tmp_path: Path, text_dir: Path) -> None:
     _, m = prepare(str(text_dir / "*.txt"), tmp_path / "g")
-    assert m.train.documents + m.val.documents == 40  # the .md file is not matched
+    assert m.train.documents + m.val.documents + m.test.documents == 40  # .md is not matched
     long_text = "\n".join(_text(i, 5) for i in range(200))
     (tmp_path / "one.txt").write_text(long_text, encoding="utf-8")
     _, single = prepare(str(tmp_path / "one.txt"), tmp_path / "s")
-    assert single.split["single_document_pieces"] == single.train.documents + single.val.documents
-    assert single.val.documents == 2 and 0.01 < single.val.text_bytes / len(long_text) < 0.03
+    pieces = single.train.documents + single.val.documents + single.test.documents
+    assert single.split["single_document_pieces"] == pieces
+    assert single.val.documents == single.test.documents == 2
+    assert 0.01 < single.val.text_bytes / len(long_text) < 0.03
 
 
 def test_cut_into_pieces_keeps_text() -> None:
@@ -280,9 +334,9 @@ def test_prepare_parquet_column(tmp_path: Path) -> None:
     texts = [_text(i, 3) for i in range(100)]
     pq.write_table(pa.table({"text": [*texts, None, "  "], "n": list(range(102))}), path)
     folder, m = prepare(f"{path}:text", tmp_path / "out", val_fraction=0.05)
-    assert (m.train.documents, m.val.documents) == (95, 5)
+    assert (m.train.documents, m.val.documents, m.test.documents) == (93, 5, 2)
     data = TokenData.open(folder)
-    joined = ByteTokenizer().decode(np.concatenate([data.train, data.val]))
+    joined = ByteTokenizer().decode(np.concatenate([data.train, data.val, data.test]))
     assert all(t.strip() in joined for t in texts)
     _, glob_m = prepare(f"{tmp_path}/*.parquet:text", tmp_path / "out2", val_fraction=0.05)
     assert glob_m.content_sha256 == m.content_sha256
@@ -305,6 +359,7 @@ def test_prepare_bpe(tmp_path: Path, text_dir: Path) -> None:
 def test_smoke_test_subset(tmp_path: Path) -> None:
     _, m = prepare("default", tmp_path / "smoke", smoke_test=True)
     assert m.smoke_test and m.train.tokens <= 1_100_000 and 0 < m.val.tokens <= 110_000
+    assert 0 < m.test.tokens <= 110_000
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,6 +373,7 @@ def test_smoke_test_subset(tmp_path: Path) -> None:
         ("nothing-here-*.txt", {}, "matches no files"),
         ("default", {"tokenizer": "wordpiece"}, "unknown tokenizer"),
         ("default", {"val_fraction": 0.1}, "fixed 2%"),
+        ("default", {"test_fraction": 0.1}, "fixed 2%"),
     ],
 )
 def test_prepare_bad_input(tmp_path: Path, source: str, kwargs: dict, match: str) -> None:
@@ -342,6 +398,10 @@ def test_prepare_bad_user_sources(tmp_path: Path, text_dir: Path) -> None:
         resolve_source(str(path))
     with pytest.raises(ConfigError, match="between 0 and 1"):
         prepare(str(text_dir), tmp_path / "o2", val_fraction=1.5)
+    with pytest.raises(ConfigError, match="--test-fraction 0 must be between 0 and 1"):
+        prepare(str(text_dir), tmp_path / "o2", test_fraction=0)
+    with pytest.raises(ConfigError, match="keep some for training"):
+        prepare(str(text_dir), tmp_path / "o2", val_fraction=0.6, test_fraction=0.4)
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "keep.txt").write_text("mine", encoding="utf-8")
     with pytest.raises(ConfigError, match="non-empty folder"):
@@ -563,3 +623,8 @@ def test_val_windows_are_fixed(default_data: TokenData) -> None:
     assert not torch.equal(x, x3)
     with pytest.raises(ConfigError, match="validation split has 50 tokens"):
         val_windows(np.zeros(50, dtype=np.uint8), 64, 4)
+    tx, ty = default_data.test_windows(seq_len=256, n_windows=128)  # same rule, other tokens
+    assert tx.shape == (128, 256) and torch.equal(tx[:, 1:], ty[:, :-1])
+    assert torch.equal(tx, val_windows(default_data.test, 256, 128)[0])
+    with pytest.raises(ConfigError, match="test split has 50 tokens.*--test-fraction"):
+        val_windows(np.zeros(50, dtype=np.uint8), 64, 4, split="test")
