@@ -2,6 +2,12 @@
 
     python -m raygrow.guidelines --experiment NAME [--experiment NAME2 ...] \
         [--tracking-uri URI] [--out DIR] [--bootstrap 1000] [--form gstack|powerlaw]
+    python -m raygrow.guidelines --runs-table runs.parquet --out DIR
+
+--runs-table reads a committed table of trials (one row per trial: experiment, arm, status_kind,
+seed, operator, factor, growth_tokens, budget_tokens, n_params, flops, val_loss; optional
+target, group, test_loss, speedup_bound) instead of MLflow, so a study's guideline table can be
+reproduced from the table alone.
 
 The MLflow store: --tracking-uri, else $MLFLOW_TRACKING_URI, else
 ./raygrow_runs/<first experiment>/mlflow.db.
@@ -33,8 +39,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m raygrow.guidelines", description=__doc__.split("\n")[0]
     )
-    p.add_argument(
-        "--experiment", action="append", required=True, help="MLflow experiment (repeatable)"
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--experiment", action="append", help="MLflow experiment (repeatable)")
+    src.add_argument(
+        "--runs-table", help="a runs table (.parquet or .csv) to analyse instead of MLflow"
     )
     p.add_argument(
         "--tracking-uri",
@@ -71,23 +79,38 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.bootstrap < 0:
         raise ConfigError(f"--bootstrap {args.bootstrap} must be >= 0")
-    uri = resolve_uri(args.tracking_uri, args.experiment[0])
-    out = Path(args.out or Path("raygrow_runs") / args.experiment[0] / "guidelines")
-    # here, not at the top: pandas and matplotlib take ~1.5 s, bad flags fail before that
-    from raygrow.analysis.report import fit_guidelines
+    n_boot = max(1, args.bootstrap)
+    if args.runs_table:
+        table = Path(args.runs_table)
+        if not table.is_file():
+            raise ConfigError(f"--runs-table {table} does not exist; pass the study's runs.parquet")
+        out = Path(args.out or table.parent / "guidelines")
+        from raygrow.analysis.report import guidelines_from_runs_table
 
-    summary = fit_guidelines(
-        uri, args.experiment, out, n_boot=max(1, args.bootstrap), form=args.form, seed=args.seed
-    )
-    print(f"{summary['n_trials']} trials from {', '.join(args.experiment)} -> {out.resolve()}")
-    if summary["fit_ok"]:
-        coef = ", ".join(
-            f"{k}={v:.3g} [{summary['ci'][k][0]:.3g}, {summary['ci'][k][1]:.3g}]"
-            for k, v in summary["coef"].items()
+        summary = guidelines_from_runs_table(
+            table, out, n_boot=n_boot, form=args.form, seed=args.seed
         )
-        print(f"timing fit ({args.form}): {coef}")
+        source = str(table)
     else:
-        print(summary["fit_note"])
+        uri = resolve_uri(args.tracking_uri, args.experiment[0])
+        out = Path(args.out or Path("raygrow_runs") / args.experiment[0] / "guidelines")
+        # here, not at the top: pandas and matplotlib take ~1.5 s, bad flags fail before that
+        from raygrow.analysis.report import fit_guidelines
+
+        summary = fit_guidelines(
+            uri, args.experiment, out, n_boot=n_boot, form=args.form, seed=args.seed
+        )
+        source = ", ".join(args.experiment)
+    print(f"{summary['n_trials']} trials from {source} -> {out.resolve()}")
+    for family, fit in summary["fits"].items():
+        if fit.ok:
+            coef = ", ".join(
+                f"{k}={v:.3g} [{fit.ci[k][0]:.3g}, {fit.ci[k][1]:.3g}]" for k, v in fit.coef.items()
+            )
+            print(f"timing fit ({args.form}, {family}): {coef}")
+        else:
+            print(f"{family}: {fit.note}")
+    print(f"guideline table: {out.resolve() / 'guidelines.csv'}")
     print(f"report: {out.resolve() / 'guidelines.md'}")
     return 0
 

@@ -1,11 +1,16 @@
 """Growth-timing guideline: d*(N, C) fitted from searches, with bootstrap confidence intervals.
 
-1. Group the completed `grown` trials by target size N and token budget D (C = 6·N·D, as in
-   Du et al. 2024). Within a group, average the speedup over seeds at each distinct timing d;
-   the optimal timing d* is the best timing, refined by the vertex of a parabola through it and its
-   two neighbours in log10(d) (when it is interior; at the edge of the searched range d* is that
-   edge and the group is flagged `at_edge`: the true optimum may lie outside).
-2. Fit, over groups, by least squares:
+1. Group the completed `grown` trials by target size N (non-embedding parameters when the target
+   shape is known), token budget D (C = 6·N·D, as in Du et al. 2024), growth factor g and
+   operator: timings are compared only within one (N, C, g, operator) group, never pooled over
+   factors or operators. Within a group, average the speedup over seeds at each distinct timing
+   d; the optimal timing d* is the best timing, refined by the vertex of a parabola through it
+   and its two neighbours in log10(d) (when it is interior; at the edge of the searched range d*
+   is that edge and the group is flagged `at_edge`: the true optimum may lie outside).
+   A group whose best timing is at the edge, or whose best timing's speedup is a bound (some
+   seed beat every scratch budget), gives a bound on d*, not a value: it is listed with the
+   reason and left out of the fit (censored, never fitted as if exact).
+2. Fit, per (g, operator) family over its (N, C) groups, by least squares:
        form "gstack":   log10 d* = a·log10 N + b / log10 C + c   (G_stack's form; a vs 0.88)
        form "powerlaw": log10 d* = a·log10 N + b·log10 C + c     (d* ∝ N^a C^b)
    A term is only fitted when it varies: one target size N leaves `a` out, one budget leaves `b`
@@ -29,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from raygrow.analysis.cells import label_groups
 from raygrow.results import GSTACK, gstack_growth_tokens
 
 FORMS = ("gstack", "powerlaw")
@@ -59,17 +65,44 @@ class TimingGroup:
     log_d: np.ndarray
     speedup: np.ndarray
     n_seeds: int
+    factor: float = math.nan
+    operator: str = "none"
+    bounded: np.ndarray | None = None
+    """Per trial: its speedup is a bound (`>x` / `<x`), not a value."""
 
     @property
     def compute(self) -> float:
         return 6.0 * self.n_params * self.budget_tokens
 
+    @property
+    def family(self) -> tuple[float, str]:
+        return (self.factor, self.operator)
+
     def d_star(self) -> tuple[float, bool, int]:
         return optimal_timing(self.log_d, self.speedup)
 
+    def censored(self) -> str:
+        """Why this group's d* is a bound ('' when it is a value the fit may use)."""
+        x, edge, k = self.d_star()
+        if k < 2:
+            return "one timing"
+        if edge:
+            return "best timing at the edge of the searched range"
+        if self.bounded is not None:
+            xs = np.round(self.log_d, 6)
+            best = xs[np.argmin(np.abs(xs - x))]
+            if self.bounded[xs == best].any():
+                return "best timing's speedup is a bound"
+        return ""
+
 
 def timing_groups(trials: pd.DataFrame) -> list[TimingGroup]:
-    """Completed grown trials with a timing and a speedup, grouped by (N, D)."""
+    """Completed grown trials with a timing and a speedup, grouped by (N, D, g, operator)."""
+    trials = label_groups(trials)
+    trials = trials.assign(
+        factor=pd.to_numeric(trials["factor"], errors="coerce").fillna(-1.0),
+        operator=trials["operator"].fillna("none").astype(str),
+    )
     ok = (
         (trials["arm"] == "grown")
         & (trials["status_kind"] == "completed")
@@ -79,7 +112,9 @@ def timing_groups(trials: pd.DataFrame) -> list[TimingGroup]:
         & np.isfinite(trials["budget_tokens"])
     )
     groups = []
-    for (n, d), g in trials[ok].groupby(["n_params", "budget_tokens"], sort=True):
+    keys = ["n_params_nonemb", "budget_tokens", "factor", "operator"]
+    for (n, d, g_factor, op), g in trials[ok].groupby(keys, sort=True):
+        bound = g["speedup_bound"] if "speedup_bound" in g else pd.Series("", index=g.index)
         groups.append(
             TimingGroup(
                 n_params=float(n),
@@ -88,9 +123,25 @@ def timing_groups(trials: pd.DataFrame) -> list[TimingGroup]:
                 log_d=np.log10(g["growth_tokens"].to_numpy(float)),
                 speedup=g["speedup_vs_scratch"].to_numpy(float),
                 n_seeds=int(g["seed"].nunique()),
+                factor=float(g_factor),
+                operator=str(op),
+                bounded=bound.fillna("").isin(["lower", "upper"]).to_numpy(),
             )
         )
     return groups
+
+
+def fit_families(
+    groups: Sequence[TimingGroup], form: str = "gstack", n_boot: int = 1000, seed: int = 0
+) -> dict[tuple[float, str], TimingFit]:
+    """One timing fit per (growth factor, operator) family over its (N, C) groups."""
+    families: dict[tuple[float, str], list[TimingGroup]] = {}
+    for g in groups:
+        families.setdefault(g.family, []).append(g)
+    return {
+        fam: fit_timing(gs, form=form, n_boot=n_boot, seed=seed)
+        for fam, gs in sorted(families.items())
+    }
 
 
 @dataclass
@@ -164,8 +215,9 @@ def fit_timing(
     """Fit log10 d* over groups (see module docstring); `ok=False` with a note when it cannot."""
     if form not in FORMS:
         raise ValueError(f"form {form!r} not in {FORMS}")
-    usable = [g for g in groups if g.d_star()[2] >= 2]
+    usable = [g for g in groups if not g.censored()]
     n_total = len(groups)
+    n_censored = n_total - len(usable)
     need = (
         "a fit needs at least 3 (N, C) groups, each with completed grown trials at >= 2 "
         "growth timings, spanning >= 2 target sizes N and/or >= 2 budgets C; run more searches "
@@ -176,7 +228,8 @@ def fit_timing(
             form,
             False,
             f"Too few runs to fit the timing guideline: {len(usable)} usable (N, C) group(s) "
-            f"of {n_total}; {need}.",
+            f"of {n_total} ({n_censored} give only a bound on d*: best timing at the edge or "
+            f"a bounded speedup); {need}.",
             n_groups=len(usable),
         )
     n_params = np.array([g.n_params for g in usable])
@@ -214,11 +267,10 @@ def fit_timing(
         notes.append(
             "as many groups as coefficients: the fit is exact, intervals come from d* noise"
         )
-    edges = sum(g.d_star()[1] for g in usable)
-    if edges:
+    if n_censored:
         notes.append(
-            f"{edges} of {len(usable)} groups have their best timing at the edge of the searched "
-            "range (a bound, not an optimum): widen the timing range"
+            f"{n_censored} of {n_total} groups left out: their d* is a bound (best timing at "
+            "the edge of the searched range, or a bounded speedup), not a value"
         )
     return TimingFit(
         form=form,
@@ -248,6 +300,8 @@ def groups_table(groups: Sequence[TimingGroup], n_boot: int = 200, seed: int = 0
         rows.append(
             {
                 "experiments": g.experiments,
+                "factor": g.factor,
+                "operator": g.operator,
                 "n_params": g.n_params,
                 "budget_tokens": g.budget_tokens,
                 "compute_6nd": g.compute,
@@ -259,6 +313,7 @@ def groups_table(groups: Sequence[TimingGroup], n_boot: int = 200, seed: int = 0
                 "d_star_ci_high": 10 ** np.percentile(reps, 97.5),
                 "d_star_frac": 10**x / g.budget_tokens,
                 "at_edge": bool(edge),
+                "censored": g.censored(),
                 "best_speedup": float(np.max(g.speedup)),
                 "gstack_d_tokens": gs,
                 "gstack_d_over_budget": gs / g.budget_tokens,

@@ -109,8 +109,9 @@ def speedup_heatmap(trials: pd.DataFrame, experiment: str, path: Path) -> Path |
     return path
 
 
-def timing_fit(groups: pd.DataFrame, fit: TimingFit, path: Path) -> Path | None:
-    """d* vs C per target size: measured groups (with intervals), the fit and its band, G_stack."""
+def timing_fit(groups: pd.DataFrame, fit: TimingFit, path: Path, label: str = "") -> Path | None:
+    """d* vs C per target size: measured groups (with intervals; open markers = a bound on d*,
+    not fitted), the fit and its band, G_stack."""
     if groups.empty:
         return None
     fig = _figure()
@@ -122,9 +123,11 @@ def timing_fit(groups: pd.DataFrame, fit: TimingFit, path: Path) -> Path | None:
         color = f"C{i % 10}"
         g = groups[groups["n_params"] == n]
         yerr = [g["d_star_tokens"] - g["d_star_ci_low"], g["d_star_ci_high"] - g["d_star_tokens"]]
+        cens = g["censored"].fillna("").astype(bool) if "censored" in g else g["at_edge"]
         ax.errorbar(
             g["compute_6nd"], g["d_star_tokens"], yerr=yerr, fmt="o", color=color,
             label=f"measured d*, N={n:.3g}", capsize=3,
+            mfc="none" if cens.all() else color,
         )  # fmt: skip
         ax.plot(g["compute_6nd"], g["budget_tokens"], "_", color=color, ms=14)
         if fit.ok:  # drawn around this size's own budgets: no extrapolation across decades
@@ -144,7 +147,7 @@ def timing_fit(groups: pd.DataFrame, fit: TimingFit, path: Path) -> Path | None:
     title = (
         "fitted d*(N, C) with bootstrap band" if fit.ok else "measured d* (no fit: too few runs)"
     )
-    ax.set_title(title + "; bars '_' = budget D", fontsize=9)
+    ax.set_title((f"{label}: " if label else "") + title + "; bars '_' = budget D", fontsize=9)
     if off_scale:
         ax.text(
             0.02, 0.02,
@@ -153,6 +156,69 @@ def timing_fit(groups: pd.DataFrame, fit: TimingFit, path: Path) -> Path | None:
         )  # fmt: skip
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def speedup_vs_time(cells: pd.DataFrame, path: Path) -> Path | None:
+    """Seed-mean speedup (95% interval) vs growth time, one panel per group, one line per
+    (factor, operator); triangles mark bounds (▲ lower, ▼ upper)."""
+    if cells.empty:
+        return None
+    groups = sorted(set(cells["group"]))
+    cols = min(3, len(groups))
+    rows = (len(groups) + cols - 1) // cols
+    fig = _figure(4.2 * cols, 3.4 * rows)
+    for k, group in enumerate(groups):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        sub = cells[cells["group"] == group]
+        for i, ((factor, op), fam) in enumerate(sub.groupby(["factor", "operator"], sort=True)):
+            fam = fam.sort_values("growth_frac")
+            color = f"C{i % 10}"
+            x, y = fam["growth_frac"].to_numpy(float), fam["speedup_mean"].to_numpy(float)
+            lo = (y - fam["speedup_ci_low"].to_numpy(float)).clip(min=0)
+            hi = (fam["speedup_ci_high"].to_numpy(float) - y).clip(min=0)
+            ax.errorbar(x, y, yerr=[np.nan_to_num(lo), np.nan_to_num(hi)], fmt="o-",
+                        color=color, ms=4, capsize=2, label=f"g={factor:g} {op}")  # fmt: skip
+            for marker, kind in (("^", "lower"), ("v", "upper")):
+                m = (fam["speedup_bound"] == kind).to_numpy()
+                if m.any():
+                    ax.plot(x[m], y[m], marker, color=color, ms=8, mfc="none")
+        ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+        ax.set_title(group, fontsize=9)
+        ax.set_xlabel("growth time (fraction of D)", fontsize=8)
+        ax.set_ylabel("speedup at matched loss", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def speedup_vs_tokens_per_param(table: pd.DataFrame, path: Path) -> Path | None:
+    """Best speedup per factor (95% interval) vs tokens per parameter, one marker per size."""
+    if table.empty:
+        return None
+    fig = _figure()
+    ax = fig.add_subplot()
+    markers = dict(zip(sorted(set(table["target"])), "osD^vP*X", strict=False))
+    for i, ((factor, op), fam) in enumerate(table.groupby(["factor", "operator"], sort=True)):
+        color = f"C{i % 10}"
+        for target, g in fam.groupby("target"):
+            g = g.sort_values("tokens_per_param")
+            y = g["speedup_mean"].to_numpy(float)
+            lo = np.nan_to_num((y - g["speedup_ci_low"].to_numpy(float)).clip(min=0))
+            hi = np.nan_to_num((g["speedup_ci_high"].to_numpy(float) - y).clip(min=0))
+            ax.errorbar(g["tokens_per_param"], y, yerr=[lo, hi], fmt=markers.get(target, "o") + "-",
+                        color=color, capsize=2, label=f"g={factor:g} {op}, {target}")  # fmt: skip
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    ax.set_xlabel("tokens per non-embedding parameter (D / N)")
+    ax.set_ylabel("best speedup at matched loss")
+    ax.set_title("where growth stops paying: best speedup per factor vs D/N", fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path)
     return path

@@ -196,8 +196,10 @@ def test_guidelines_cli_on_one_search_tables_plots_and_too_few(logged, tmp_path:
         for ext in ("csv", "parquet", "md"):
             assert (out / f"{name}.{ext}").stat().st_size > 0, (name, ext)
     assert (out / "validity.tex").exists()
-    for png in ("loss_vs_flops_s-2x64", "speedup_heatmap_s-2x64", "timing_fit"):
-        assert (out / "plots" / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
+    pngs = ["loss_vs_flops_s-2x64", "speedup_heatmap_s-2x64", "speedup_vs_time"]
+    pngs += ["speedup_vs_tokens_per_param", "timing_fit_g2_stack"]
+    for png in pngs:
+        assert (out / "plots" / f"{png}.png").read_bytes()[:4] == b"\x89PNG", png
     trials = pd.read_csv(out / "trials.csv")
     assert len(trials) == counts["s-2x64"] == 2 + 1 + 3
     expected = [
@@ -243,21 +245,66 @@ def test_guidelines_cli_on_one_search_tables_plots_and_too_few(logged, tmp_path:
     assert len(groups) == 1 and groups["gstack_d_over_budget"].iloc[0] > 1000  # far outside
 
 
-def test_guidelines_cli_on_three_searches_fits(logged, tmp_path: Path, capsys) -> None:
+def test_guidelines_cli_on_three_searches_keeps_bounds_as_bounds(
+    logged, tmp_path: Path, capsys
+) -> None:
+    """These searches' grown runs mostly beat every scratch budget (lower bounds): the guideline
+    table flags them and the timing law refuses to fit bounds as values."""
     uri, counts = logged
     out = tmp_path / "g3"
     args = ["--tracking-uri", uri, "--out", str(out), "--bootstrap", "100"]
     for exp in counts:
         args += ["--experiment", exp]
     assert main(args) == 0
-    assert "timing fit (gstack): a=" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "give only a bound on d*" in printed and "timing fit (gstack" not in printed
     assert len(pd.read_parquet(out / "trials.parquet")) == sum(counts.values())
-    fit = pd.read_csv(out / "timing_fit.csv")
-    assert fit["fitted"].all() and fit["n_groups"].iloc[0] == 3
-    assert (fit["ci_low"] <= fit["coef"]).all() and (fit["coef"] <= fit["ci_high"]).all()
+    table = pd.read_csv(out / "guidelines.csv")
+    assert len(table) == 3 and set(table["criterion"]) == {"speedup"}
+    lower = table[table["speedup_bound"] == "lower"]
+    assert len(lower) and lower["speedup_ci_high"].isna().all()  # no upper end for a bound
     md = (out / "guidelines.md").read_text()
-    assert "N exponent a =" in md and "vs G_stack's 0.88" in md
+    assert "## Guideline: best growth time per (group, factor, operator)" in md
+    assert ">1." in md  # bounds printed as bounds
     assert len(pd.read_csv(out / "validity.csv")) == 3
+    # the committed-table path reproduces the same guideline table from trials.parquet alone
+    again = tmp_path / "again"
+    assert main(["--runs-table", str(out / "trials.parquet"), "--out", str(again),
+                 "--bootstrap", "100"]) == 0  # fmt: skip
+    pd.testing.assert_frame_equal(pd.read_csv(again / "guidelines.csv"), table)
+
+
+def test_runs_table_fits_each_factor_operator_family(tmp_path: Path, capsys) -> None:
+    """Two factors with different planted optima: fitted per family, never pooled."""
+    truth = {"a": 0.6, "b": 0.3, "c": -3.5}
+    one = synthetic_groups(truth, "powerlaw", noise=0.0).assign(factor=2.0, operator="stack")
+    two = synthetic_groups({**truth, "c": -3.2}, "powerlaw", noise=0.0, seed=1)
+    two = two.assign(factor=4.0, operator="stack")
+    runs = pd.concat([one, two], ignore_index=True).assign(speedup_bound="exact")
+    runs["trial_id"] = [f"t{i}" for i in range(len(runs))]
+    runs = runs.drop(columns=["speedup_vs_scratch"]).assign(
+        speedup_vs_scratch=pd.concat([one, two], ignore_index=True)["speedup_vs_scratch"]
+    )
+    res = F.fit_families(F.timing_groups(runs), form="powerlaw", n_boot=50)
+    assert set(res) == {(2.0, "stack"), (4.0, "stack")}
+    assert res[(2.0, "stack")].coef["c"] == pytest.approx(-3.5, abs=0.05)
+    assert res[(4.0, "stack")].coef["c"] == pytest.approx(-3.2, abs=0.05)
+    from raygrow.analysis.cells import guideline_table, timing_cells
+
+    table = guideline_table(timing_cells(runs))
+    assert len(table) == 2 * 9 and set(table["factor"]) == {2.0, 4.0}
+    assert (table["n_seeds"] == 3).all() and (table["speedup_ci_low"] < table["speedup_mean"]).all()
+
+
+def test_runs_table_missing_columns_exits_2(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "runs.parquet"
+    pd.DataFrame({"experiment": ["e"], "arm": ["grown"]}).to_parquet(bad)
+    with pytest.raises(SystemExit) as exc:
+        main(["--runs-table", str(bad), "--out", str(tmp_path / "o")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "lacks columns status_kind, seed" in err
+    assert not (tmp_path / "o").exists()
 
 
 def test_guidelines_cli_bad_input_exits_2(logged, tmp_path: Path, capsys) -> None:
