@@ -11,6 +11,8 @@ test (tests/test_spaces.py): many samples must turn into valid schedules.
     staged         Staged Training: slope-triggered staged_depth / staged_width
     all_operators  every operator, factor 2, its own parameters
     timing_factor  G_stack factor g in {2,3,4,6} x growth time, categorical (grid-able)
+    study_g24, study_g248, study_operators
+                   the guideline study's grids and the papers' recipes (search_spaces.guideline)
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from search_spaces.depth import default, gstack, timing_factor
+from search_spaces.guideline import study_g24, study_g248, study_operators
 from search_spaces.mixed import all_operators
 from search_spaces.staged import staged
 from search_spaces.width import width
@@ -30,6 +33,20 @@ SPACES: dict[str, Callable[[Any], dict[str, Any]]] = {
     "staged": staged,
     "all_operators": all_operators,
     "timing_factor": timing_factor,
+    "study_g24": study_g24,
+    "study_g248": study_g248,
+    "study_operators": study_operators,
 }
 
-__all__ = ["SPACES", "all_operators", "default", "gstack", "staged", "timing_factor", "width"]
+__all__ = [
+    "SPACES",
+    "all_operators",
+    "default",
+    "gstack",
+    "staged",
+    "study_g24",
+    "study_g248",
+    "study_operators",
+    "timing_factor",
+    "width",
+]

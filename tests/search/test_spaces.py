@@ -31,8 +31,11 @@ TARGETS = {
     "staged": "4x128",
     "all_operators": "4x128",
     "timing_factor": "12x64",
+    "study_g24": "4x32",
+    "study_g248": "8x32",
+    "study_operators": "8x32",
 }
-SINGLE_OPERATOR = {"timing_factor"}
+SINGLE_OPERATOR = {"timing_factor", "study_g24", "study_g248"}
 """Spaces that sweep one operator's timing/factor on purpose (no operator choice)."""
 
 
