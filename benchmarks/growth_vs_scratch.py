@@ -6,7 +6,11 @@
 Arms (all seeds): the target from scratch at several budgets, each fully annealed (its own
 cosine), the small model alone, and the papers' growth operators reaching the target: G_stack
 (Du et al. 2024, depth stacking), G_zero (identity-initialised new blocks), Staged Training's
-depth operator (Shen et al. 2022) and HyperCloning (width, function-preserving). Speedup at
+depth operator (Shen et al. 2022) and HyperCloning (width, function-preserving). HyperCloning
+keeps head_dim (RoPE) and multiplies the heads, so from 8x32 (one 32-dim head) it ends in 8x64
+with 2 heads × 32, not the target's one 64-dim head: that arm is compared with its own model
+from scratch at the same budgets (`scratch 8x64 (2 heads × 32)@f`); the harness refuses any
+grown arm whose final config differs from its target's in any field. Speedup at
 matched loss = FLOPs annealed scratch (same seed) needs to reach the grown run's final loss ÷ the
 grown run's FLOPs; a lower bound (">") where no scratch budget gets there (never extrapolated).
 The validity margin (benchmark 1) is reported first. Writes growth_vs_scratch.md + PNGs.
@@ -26,9 +30,12 @@ def main() -> None:
     arms = [g.scratch(p, f, lr, s) for f in p.scratch_fracs for s in p.seeds]
     arms += [g.scratch(p, 1.0, v["lr_small"], s, model=p.small) for s in p.seeds]
     arms += [g.scratch(p, 1.0, lr, s, model=p.narrow) for s in p.seeds]
+    width_scratch = [a for s in p.seeds for a in g.width_scratch(p, lr, s)]
+    arms += width_scratch
     arms += [a for s in p.seeds for a in g.growth_arms(p, lr, s) + g.late_arms(p, lr, s)]
-    runs = g.run_arms(p, arms)
+    runs = g.run_arms(p, arms)  # raises if a grown arm does not end in its target's config
     order = [f"scratch@{f:g}" for f in p.scratch_fracs]
+    order += list(dict.fromkeys(a.name for a in width_scratch))
     order += [f"{p.small} only", f"{p.narrow} only"]
     grown = [a.name for a in g.growth_arms(p, lr, 0) + g.late_arms(p, lr, 0)]
     order += grown
@@ -39,7 +46,9 @@ def main() -> None:
         "## Results",
         "",
         f"Growth arms start at {p.small} (depth, factor {factor})"
-        f" or {p.narrow} (width x2) and grow at {p.grow_at:.0%} of the token budget (the "
+        f" or {p.narrow} (width x2; HyperCloning keeps head_dim, so it grows into "
+        f"{g.shape_label(g.width_target(p))} and is compared with that model from scratch, "
+        f"same LR) and grow at {p.grow_at:.0%} of the token budget (the "
         f"`@{p.late_at:.0%}` arms later); optimizer "
         "state carried through each operator's transform, the global LR schedule continues. "
         "Speedups per seed against the annealed scratch runs of the same seed "
@@ -55,7 +64,11 @@ def main() -> None:
         m = mean_std([s.value for s in sp])[0]
         if best_sp is None or m > best_sp:
             best_name, best_sp = name, m
-    full = mean_std([r["loss"] for r in groups["scratch@1"]])[0]
+    full_by_target = {
+        r["target"]: mean_std([x["loss"] for x in groups[r["arm"]]])[0]
+        for r in runs
+        if r["kind"] == "scratch" and r["frac"] == 1.0
+    }
     best_text = gr.speedup_text(gr.speedups(groups[str(best_name)], runs))
     lines += [
         "## Summary",
@@ -65,9 +78,11 @@ def main() -> None:
     ]
     for name in grown:
         gl = [r["loss"] for r in groups[name]]
+        target = groups[name][0]["target"]
+        full = full_by_target[target]
         lines.append(
-            f"- {name}: final loss {mean_std(gl)[0]:.4f} vs full-budget scratch {full:.4f} "
-            f"({mean_std(gl)[0] - full:+.4f}); growth jump "
+            f"- {name}: final loss {mean_std(gl)[0]:.4f} vs full-budget scratch "
+            f"{g.shape_label(target)} {full:.4f} ({mean_std(gl)[0] - full:+.4f}); growth jump "
             + ", ".join(
                 f"{e['loss_before']:.3f}→{e['loss_after']:.3f}"
                 for r in sorted(groups[name], key=lambda r: r["seed"])

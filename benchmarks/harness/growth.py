@@ -99,7 +99,8 @@ class Protocol:
             f"{self.tokens:,} tokens ({self.tokens // (self.seq_len * self.batch_size)} steps) "
             "for the target from scratch and for every grown arm",
             f"target {self.target}, small model {self.small} (G_stack factor "
-            f"{_layers(self.target) // _layers(self.small)}), width start {self.narrow}",
+            f"{_layers(self.target) // _layers(self.small)}), width start {self.narrow} "
+            f"(HyperCloning's target: {shape_label(width_target(self))})",
             f"AdamW (0.9, 0.95), weight decay 0.1, clip 1.0, bf16 autocast, cosine to 10 % "
             f"after {self.warmup_steps} warm-up steps; 1 thread per run, {self.jobs} runs at a "
             "time",
@@ -130,6 +131,10 @@ class Arm:
     schedule_kw: tuple[tuple[str, Any], ...] = ()
     kind: ArmKind = "grown"
     """The results core's arm: `scratch` (the target), `small` (a start model alone), `grown`."""
+    target: str | None = None
+    """The model a grown or scratch arm must end in (`LxD` or `LxD:hH`, see `model_config`);
+    None: the protocol's target. A label plus a check (`check_target`), not a run parameter.
+    Speedups compare an arm only with the scratch runs of its own target."""
 
     def key(self, protocol: Protocol) -> str:
         spec = {
@@ -138,7 +143,7 @@ class Arm:
             "precision": resolve_precision("auto", "cpu"),  # runs use `auto`: what it ran as
             "v": CACHE_VERSION,
         }
-        for label in ("name", "kind"):  # labels do not change the run
+        for label in ("name", "kind", "target"):  # labels do not change the run
             spec["arm"].pop(label)
         blob = json.dumps(spec, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
@@ -150,16 +155,125 @@ def _run_fields(p: Protocol) -> dict[str, Any]:
     return {k: getattr(p, k) for k in keep}
 
 
+# ----------------------------------------------------------------------------- model configs
+class TargetMismatch(ValueError):
+    """A grown arm does not end in its target's config (its speedup would compare two models)."""
+
+
+def model_config(shape: str, p: Protocol) -> Any:
+    """`LxD` (heads of 64 dims, `ModelConfig.from_shape`'s rule) or `LxD:hH` (H query heads)
+    as the ModelConfig every run of protocol `p` builds (same max_seq_len)."""
+    from raygrow.model import ModelConfig
+
+    base, _, heads = shape.partition(":h")
+    extra = {"n_heads": int(heads)} if heads else {}
+    return ModelConfig.from_shape(base, max_seq_len=max(256, p.seq_len), **extra)
+
+
+def shape_label(shape: str) -> str:
+    """`8x64` stays `8x64`; `8x64:h2` reads `8x64 (2 heads × 32)`."""
+    base, _, heads = shape.partition(":h")
+    if not heads:
+        return base
+    return f"{base} ({heads} heads × {_width(base) // int(heads)})"
+
+
+def config_label(config: Any) -> str:
+    """`8x64`, with the head layout when it is not `from_shape`'s: `8x64 (2 heads × 32)`."""
+    shape = config.shape
+    if config.n_heads == max(1, config.d_model // 64):
+        return shape
+    return f"{shape} ({config.n_heads} heads × {config.head_dim})"
+
+
+def target_of(arm: Arm, p: Protocol) -> str:
+    """The shape the arm must end in: its own `target`, a scratch arm's model, else p.target."""
+    if arm.target:
+        return arm.target
+    return arm.model if arm.kind == "scratch" else p.target
+
+
+def final_config(arm: Arm, p: Protocol) -> Any:
+    """The config the arm's run ends in, from its schedule alone (no training)."""
+    from raygrow.schedule import multi_stage
+
+    start = model_config(arm.model, p)
+    if not arm.operator:
+        return start
+    return multi_stage(
+        start,
+        arm.operator,
+        at=list(arm.at),
+        seed=arm.seed,
+        stage_params=[dict(sp) for sp in arm.stage_params],
+        **dict(arm.schedule_kw),
+    ).final_config()
+
+
+def check_target(arm: Arm, p: Protocol, final: Any = None) -> None:
+    """Raise TargetMismatch unless a grown/scratch arm ends in exactly its target's config
+    (every ModelConfig field). `final`: the trained model's config (default: the schedule's)."""
+    if arm.kind == "small":
+        return
+    from dataclasses import fields
+
+    final = final_config(arm, p) if final is None else final
+    want = model_config(target_of(arm, p), p)
+    diff = [
+        f"{f.name} {getattr(final, f.name)!r} != {getattr(want, f.name)!r}"
+        for f in fields(want)
+        if getattr(final, f.name) != getattr(want, f.name)
+    ]
+    if diff:
+        raise TargetMismatch(
+            f"arm {arm.name!r} ({arm.operator or 'scratch'} from {arm.model}) ends in a different "
+            f"model than its target {shape_label(target_of(arm, p))}: {'; '.join(diff)}"
+        )
+
+
 # ----------------------------------------------------------------------------- arm catalogue
-def scratch(p: Protocol, frac: float, lr: float, seed: int, model: str | None = None) -> Arm:
+def scratch(
+    p: Protocol,
+    frac: float,
+    lr: float,
+    seed: int,
+    model: str | None = None,
+    *,
+    of_target: bool = False,
+) -> Arm:
+    """The target (or, with `of_target`, another target `model`) from scratch at `frac` of the
+    budget; any other `model` is a start model trained alone (`LxD only`, kind `small`)."""
     model = model or p.target
     if model == p.target:
         return Arm(f"scratch@{frac:g}", model, frac=frac, lr=lr, seed=seed, kind="scratch")
+    if of_target:
+        name = f"scratch {shape_label(model)}@{frac:g}"
+        return Arm(name, model, frac=frac, lr=lr, seed=seed, kind="scratch")
     return Arm(f"{model} only", model, frac=frac, lr=lr, seed=seed, kind="small")
 
 
+def width_target(p: Protocol) -> str:
+    """What HyperCloning from `p.narrow` grows into at the target's d_model: it keeps head_dim
+    (RoPE) and multiplies the heads, so `8x32` (1 head × 32) becomes `8x64:h2` (2 heads × 32),
+    not the target `8x64` (1 head × 64). No start of d_model < 64 reaches one 64-dim head, so
+    the arm has its own target and scratch runs (`width_scratch`)."""
+    narrow = model_config(p.narrow, p)
+    heads = _width(p.target) // narrow.head_dim
+    return p.target if model_config(p.target, p).n_heads == heads else f"{p.target}:h{heads}"
+
+
+def width_scratch(p: Protocol, lr: float, seed: int) -> list[Arm]:
+    """The HyperCloning arm's target from scratch at every scratch budget (none when it is the
+    protocol's target)."""
+    shape = width_target(p)
+    if shape == p.target:
+        return []
+    return [scratch(p, f, lr, seed, model=shape, of_target=True) for f in p.scratch_fracs]
+
+
 def growth_arms(p: Protocol, lr: float, seed: int) -> list[Arm]:
-    """The single-stage growth arms of the papers, all reaching the target model."""
+    """The single-stage growth arms of the papers: the depth arms reach the target model, the
+    HyperCloning arm its width target (`width_target`: the target's shape, 32-dim heads)."""
     g = _layers(p.target) // _layers(p.small)
     depth = dict(factor=g)
     return [
@@ -170,7 +284,8 @@ def growth_arms(p: Protocol, lr: float, seed: int) -> list[Arm]:
         Arm("staged (depth)", p.small, lr=lr, seed=seed, operator="staged_depth",
             at=(p.grow_at,), stage_params=(tuple(depth.items()),)),
         Arm("HyperCloning (width)", p.narrow, lr=lr, seed=seed, operator="hypercloning",
-            at=(p.grow_at,), stage_params=((("d_model", _width(p.target)),),)),
+            at=(p.grow_at,), stage_params=((("d_model", _width(p.target)),),),
+            target=width_target(p)),
     ]  # fmt: skip
 
 
@@ -213,7 +328,6 @@ def _train_one(arm: Arm, p: Protocol) -> dict[str, Any]:
     import torch
 
     from raygrow.data import load_tokens
-    from raygrow.model import ModelConfig
     from raygrow.schedule import multi_stage
     from raygrow.train.config import TrainConfig
     from raygrow.train.loop import Trainer
@@ -223,7 +337,7 @@ def _train_one(arm: Arm, p: Protocol) -> dict[str, Any]:
         _DATA = load_tokens("default", None)
     step_tokens = p.seq_len * p.batch_size
     tokens = max(1, round(p.tokens * arm.frac / step_tokens)) * step_tokens
-    start = ModelConfig.from_shape(arm.model, max_seq_len=max(256, p.seq_len))
+    start = model_config(arm.model, p)
     schedule = None
     if arm.operator:
         schedule = multi_stage(
@@ -255,6 +369,7 @@ def _train_one(arm: Arm, p: Protocol) -> dict[str, Any]:
         wall = time.perf_counter() - t0
     finally:
         shutil.rmtree(out, ignore_errors=True)
+    check_target(arm, p, final=result.state.model_config)  # what was trained, not planned
     hist = result.history
     return {
         "arm": arm.name,
@@ -281,6 +396,8 @@ def _cached(arm: Arm, p: Protocol) -> Path:
 
 def run_arms(p: Protocol, arms: Sequence[Arm], log: Callable[[str], None] = print) -> list[dict]:
     """Results of `arms` in order: cached ones read back, the rest trained `p.jobs` at a time."""
+    for a in arms:  # before any training, and for cached runs too
+        check_target(a, p)
     CACHE.mkdir(parents=True, exist_ok=True)
     todo = [a for a in arms if not _cached(a, p).exists()]
     # dedupe (two arms with the same spec under different labels train once)
@@ -302,6 +419,8 @@ def run_arms(p: Protocol, arms: Sequence[Arm], log: Callable[[str], None] = prin
     for a in arms:
         res = json.loads(_cached(a, p).read_text())
         res["arm"], res["kind"] = a.name, a.kind  # labels from the caller
+        res["target"] = target_of(a, p)
+        res["final_model"] = config_label(final_config(a, p))
         out.append(res)
     return out
 

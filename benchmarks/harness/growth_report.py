@@ -26,14 +26,17 @@ def by_arm(runs: Sequence[dict]) -> dict[str, list[dict]]:
     return out
 
 
-def record(run: dict) -> TrialRecord:
-    """The results core's view of a finished benchmark run."""
+def record(run: dict, frac_scale: float = 1.0) -> TrialRecord:
+    """The results core's view of a finished benchmark run. The core takes budget fractions in
+    (0, 1] (a search's arms never exceed its budget); the benchmarks' scratch runs go to 1.5x,
+    so `speedups` passes `frac_scale` = 1 / the largest fraction (the fraction only keys the
+    budget groups of the frontier)."""
     return TrialRecord(
         arm=run["kind"],
         status="completed",
         flops=run["flops"],
         val_loss=run["loss"],
-        budget_frac=run["frac"],
+        budget_frac=run["frac"] * frac_scale,
         seed=run["seed"],
         schedule=run["arm"],
     )
@@ -41,12 +44,16 @@ def record(run: dict) -> TrialRecord:
 
 def speedups(run_list: Sequence[dict], all_runs: Sequence[dict]) -> list[Speedup]:
     """Per-seed speedup of each run vs the annealed scratch runs of the same seed (pooled over
-    seeds when its seed lacks a scratch budget: the results core's rule)."""
-    pool = [record(r) for r in all_runs]
-    return [
-        speedup_at_matched_loss(core_scratch_points(pool, r["seed"])[0], r["flops"], r["loss"])
-        for r in run_list
-    ]
+    seeds when its seed lacks a scratch budget: the results core's rule), taking only the
+    scratch runs of the run's own `target` (growth.run_arms sets it: an arm that grows into
+    another model than the protocol's target is compared with that model from scratch)."""
+    scale = 1.0 / max(1.0, *(x["frac"] for x in all_runs))
+    out = []
+    for r in run_list:
+        pool = [record(x, scale) for x in all_runs if x.get("target") == r.get("target")]
+        points = core_scratch_points(pool, r["seed"])[0]
+        out.append(speedup_at_matched_loss(points, r["flops"], r["loss"]))
+    return out
 
 
 def speedup_text(values: Sequence[Speedup]) -> str:
