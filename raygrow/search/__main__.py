@@ -41,6 +41,8 @@ RESUME_IGNORES = (
     "prefix_store_mb",
     "growth_lag_tokens",
     "baselines_from",
+    "warm_start",
+    "force",
 )
 
 
@@ -171,6 +173,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="reuse the finished baseline arms of this earlier search folder (must match)",
     )
     p.add_argument(
+        "--warm-start",
+        metavar="CSV",
+        help="guidelines.csv of `python -m raygrow.guidelines`: its best predicted schedules "
+        "for this target and budget (up to 3) are the first Optuna trials",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        default=None,
+        help="with --warm-start: use the guideline outside its range of N and tokens/param",
+    )
+    p.add_argument(
         "--smoke-test",
         action="store_true",
         help="the same code path at tiny sizes (raygrow.search.config.SMOKE), ~2 min",
@@ -270,9 +284,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
                 f"--baseline-fracs {args.baseline_fracs!r} must be comma-separated fractions"
             ) from None
     seeds = base.seeds if args.seeds is None else _seeds(args.seeds)
-    baselines_from = (
-        None if args.baselines_from is None else str(Path(args.baselines_from).resolve())
-    )
+    baselines_from = None if args.baselines_from is None else _abs(args.baselines_from)
     ref = SpaceRef(space)
     prefix = "smoke-" if args.smoke_test else ""
     experiment = args.experiment or f"{prefix}{ref.name}-{target.shape}"
@@ -295,6 +307,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
             storage=_storage(args.storage),
             seeds=seeds,
             baselines_from=baselines_from,
+            warm_start=None if args.warm_start is None else _abs(args.warm_start),
+            force=bool(args.force),
             **fields,
         )
     except ConfigError as exc:
@@ -326,6 +340,10 @@ def _seeds(value: str) -> tuple[int, ...]:
         raise ConfigError(
             f"--seeds {value!r} must be comma-separated integers, e.g. 0,1,2"
         ) from None
+
+
+def _abs(path: str) -> str:
+    return str(Path(path).expanduser().resolve())
 
 
 def _fit_seq_len(model: Any, seq_len: int) -> Any:
@@ -386,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    from raygrow.search import warm_start
     from raygrow.search.config import CONFIG_FILE, SearchConfig
     from raygrow.tracking import SearchTracker
 
@@ -416,7 +435,10 @@ def _main(argv: list[str] | None) -> int:
             f"FLOPs",
             flush=True,
         )
+        warm = warm_start.plan(cfg, check) if cfg.warm_start else []
         cfg.save()
+        if warm:
+            warm_start.start(cfg, warm)
 
     _print_precision(cfg)
     from raygrow.search.tuner import run_search

@@ -179,6 +179,11 @@ class SearchConfig:
     baselines_from: str | None = None
     """Another experiment folder whose finished baseline arms this search reuses (they must
     match this search's target, data, training settings and LR schedule)."""
+    warm_start: str | None = None
+    """A guidelines CSV (`python -m raygrow.guidelines`): its predicted schedules for this
+    target and budget are the first Optuna trials (`raygrow.search.warm_start`); None = none."""
+    force: bool = False
+    """With warm_start: use the guideline outside its range of N and tokens/param."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -232,7 +237,7 @@ class SearchConfig:
                 "speedup needs scratch at several annealed budgets",
             ),
         ]
-        found = [message for ok, message in checks if not ok]
+        found = [message for ok, message in checks if not ok] + self._warm_start_problems()
         batch = self.train.value("batch_size")
         if not _step_geometry_ok(self.train):  # the train settings check below names it
             return found + self._train_problems(self.tokens)
@@ -264,6 +269,26 @@ class SearchConfig:
                     f"than seq_len={self.seq_len}; raise its max_seq_len"
                 )
         return found
+
+    def _warm_start_problems(self) -> list[str]:
+        if self.warm_start is None:
+            return [] if not self.force else ["--force only lets --warm-start extrapolate; drop it"]
+        checks = [
+            (
+                isinstance(self.warm_start, str) and bool(self.warm_start.strip()),
+                f"--warm-start {self.warm_start!r} must be the path of a guidelines CSV",
+            ),
+            (
+                self.sampler != "grid",
+                "--warm-start with --sampler grid: the grid runs every point anyway; use "
+                "--sampler tpe or random",
+            ),
+            (
+                self.num_samples >= 1,
+                "--warm-start needs --num-samples >= 1 (its schedules are the first samples)",
+            ),
+        ]
+        return [message for ok, message in checks if not ok]
 
     def _train_problems(self, tokens: int) -> list[str]:
         try:

@@ -18,7 +18,7 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +131,8 @@ class SpaceCheck:
     start_models: Counter
     operators: Counter
     seconds_per_sample: float
+    distributions: dict[str, Any] = field(default_factory=dict)
+    """Parameter name -> its Optuna distribution (one per name, checked)."""
 
     @property
     def common_start(self) -> ModelConfig:
@@ -207,13 +209,14 @@ def validate_space(
         for st in added["growth"]["stages"]:
             operators[st["operator"]] += 1
         study.tell(trial, 0.0)
-    _check_fixed_distributions(ref.name, study.trials)
-    return SpaceCheck(n, starts, operators, elapsed / max(1, n))
+    distributions = _check_fixed_distributions(ref.name, study.trials)
+    return SpaceCheck(n, starts, operators, elapsed / max(1, n), distributions)
 
 
-def _check_fixed_distributions(space: str, trials: list) -> None:
+def _check_fixed_distributions(space: str, trials: list) -> dict[str, Any]:
     """Each parameter name must keep one distribution (same choices/range) across trials:
-    TPE raises mid-search otherwise ("dynamic value space"); RandomSampler never notices."""
+    TPE raises mid-search otherwise ("dynamic value space"); RandomSampler never notices.
+    Returns name -> distribution."""
     seen: dict[str, Any] = {}
     for t in trials:
         for name, dist in t.distributions.items():
@@ -223,6 +226,7 @@ def _check_fixed_distributions(space: str, trials: list) -> None:
                     f"different trials ({seen[name]} vs {dist}); give each parameter name one "
                     "fixed set of choices or range across trials (use a new name per branch)"
                 )
+    return seen
 
 
 # --------------------------------------------------------------------------- exhaustive grid

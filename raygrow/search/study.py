@@ -29,6 +29,11 @@ and creates the study with `load_if_exists=True`) with raygrow's conventions:
   once every replicate ended: COMPLETE with the mean over seeds, PRUNED if ASHA stopped any,
   FAIL if any failed; the per-seed values are the trial's user attribute
   `raygrow.seed_values`.
+- **Warm start** (`--warm-start guidelines.csv`, `raygrow.search.warm_start`). The CLI enqueues
+  the guideline's schedules into the persisted study before the search starts; `ask` hands
+  out enqueued trials first, so they are the first sampled trials (replicated across seeds
+  like any other). They carry WARM_START_ATTR; a study that has them is never enqueued to
+  again (`--resume`), and `start_fresh` keeps them.
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ STEP_KEY = "flops"
 SEED_KEY = "seed"
 """The Tune config key of a seed replicate's training seed (`raygrow.search.trainable`)."""
 SEEDS_ATTR = "raygrow.seed_values"
+WARM_START_ATTR = "raygrow.warm_start"
+"""User attribute of a trial enqueued by `--warm-start`: {rank, params, predicted}."""
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +79,28 @@ def make_storage(experiment_dir: str | Path) -> optuna.storages.RDBStorage:
 def load_study(experiment_dir: str | Path, study_name: str) -> optuna.Study:
     """The persisted study of a search folder (for tests and analysis)."""
     return optuna.load_study(study_name=study_name, storage=storage_url(experiment_dir))
+
+
+def enqueue_warm_start(study: optuna.Study, entries: list[dict[str, Any]]) -> int:
+    """Enqueue each entry's `params` as the study's next trials, in order, marked with
+    WARM_START_ATTR; nothing when the study holds warm-start trials already (a resumed search
+    must not enqueue them twice). Returns how many were enqueued."""
+    if warm_start_entries(study):
+        return 0
+    for rank, entry in enumerate(entries):
+        attr = {**entry, "rank": rank}
+        study.enqueue_trial(dict(entry["params"]), user_attrs={WARM_START_ATTR: attr})
+    return len(entries)
+
+
+def warm_start_entries(study: optuna.Study) -> list[dict[str, Any]]:
+    """The study's warm-start trials (any state) as WARM_START_ATTR values, in rank order."""
+    found = [
+        t.user_attrs[WARM_START_ATTR]
+        for t in study.get_trials(deepcopy=False)
+        if WARM_START_ATTR in t.user_attrs
+    ]
+    return sorted(found, key=lambda entry: entry.get("rank", 0))
 
 
 def _finite(value: Any) -> bool:
@@ -107,14 +136,17 @@ class GrowthOptunaSearch(OptunaSearch):
 
     # ------------------------------------------------------------------ study life cycle
     def start_fresh(self) -> None:
-        """A new search in this folder: drop a study an earlier, unrestorable one left."""
+        """A new search in this folder: drop a study an earlier, unrestorable one left (its
+        `--warm-start` trials are enqueued again, first)."""
         if self._storage is None or self._ot_study is None:
             return
         if self._ot_study.trials:
+            warm = warm_start_entries(self._ot_study)
             optuna.delete_study(study_name=self._study_name, storage=self._storage)
             self._ot_trials = {}
             self._completed_trials = set()
             self._setup_study(self._mode)
+            enqueue_warm_start(self._ot_study, warm)  # --warm-start's schedules still go first
 
     def _owned(self) -> set[int]:
         return {t._trial_id for t in self._ot_trials.values()}

@@ -67,6 +67,7 @@ class SearchTracker:
         self._context: dict[str, str] | None = None
         self._runs: dict[str, str] = {}  # trial_id -> run_id
         self._open: set[str] = set()  # runs known to be RUNNING
+        self._search_tags: dict[str, Any] = {}  # `tag_search` before the parent run exists
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------------------------ setup
@@ -109,7 +110,8 @@ class SearchTracker:
             search_id = str(tags.pop(TAG_SEARCH, self.experiment))
             auto = {f"raygrow.version.{k}": v for k, v in package_versions().items()}
             auto.update(self.context_tags)
-            all_tags = {**auto, **tags, TAG_ROLE: "search", TAG_SEARCH: search_id}
+            extra = getattr(self, "_search_tags", {})
+            all_tags = {**auto, **tags, **extra, TAG_ROLE: "search", TAG_SEARCH: search_id}
             found = self._search(
                 f"tags.`{TAG_ROLE}` = 'search' and tags.`{TAG_SEARCH}` = '{_quote(search_id)}'",
                 order_by=["attributes.start_time DESC"],
@@ -129,6 +131,13 @@ class SearchTracker:
                 self.client.log_inputs(run_id, datasets=[dataset])
             self.parent_run_id, self.search_id = run_id, search_id
             return run_id
+
+    def tag_search(self, tags: dict[str, Any]) -> None:
+        """Tags of the parent run: logged now if it is started, else by `start_search`."""
+        with self._lock:
+            self._search_tags = {**getattr(self, "_search_tags", {}), **tags}
+            if self.parent_run_id is not None:
+                self._log_tags(self.parent_run_id, tags)
 
     @property
     def context_tags(self) -> dict[str, str]:
