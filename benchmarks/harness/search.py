@@ -5,7 +5,9 @@ subprocess (the real CLI, Ray, MLflow) into a benchmark's experiment folder and 
 from __future__ import annotations
 
 import json
+import math
 import re
+import statistics
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -111,3 +113,37 @@ def load_trials(exp: Path) -> list[dict[str, Any]]:
 
 def grown(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [t for t in trials if t["arm"] == "grown" and t["g"] is not None]
+
+
+# ----------------------------------------------------------------------------- per-seed summary
+def rate_ci(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a success rate (scipy's binomtest)."""
+    from scipy.stats import binomtest
+
+    ci = binomtest(successes, n).proportion_ci(confidence_level=level, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def seed_summary(costs: list[float | None], limit: float = 1 / 3) -> dict[str, Any]:
+    """Costs-to-find of every replayed seed (None: not found within its samples), over ALL
+    seeds: success rate and the rate at cost <= `limit`, each with a 95 % Wilson interval, and
+    the median with failures counted as not found (+inf): the median is `inf` when the middle
+    value(s) of the sorted seeds include a failure (more than half failed, or exactly half with
+    an even count). The mean over successes alone is kept for comparison only."""
+    n = len(costs)
+    found = [c for c in costs if c is not None]
+    within = [c for c in found if c <= limit]
+    values = sorted(math.inf if c is None else c for c in costs)
+    return {
+        "n": n,
+        "found": len(found),
+        "found_ci": rate_ci(len(found), n) if n else (math.nan, math.nan),
+        "within": len(within),
+        "within_ci": rate_ci(len(within), n) if n else (math.nan, math.nan),
+        "median": statistics.median(values) if n else math.nan,
+        "mean_found": statistics.fmean(found) if found else math.nan,
+    }
+
+
+def fmt_cost(value: float) -> str:
+    return "not found" if math.isinf(value) else f"{value:.2f}"
