@@ -179,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "val_loss": final.get("val_loss"),
                 "val_bpb": final.get("val_bpb"),
+                "test_loss": final.get("test_loss"),  # held out: evaluated once, at the end
+                "test_bpb": final.get("test_bpb"),
                 "tokens": final.get("tokens"),
                 "flops": final.get("flops"),
                 "out_dir": str(Path(config.out_dir).resolve()),

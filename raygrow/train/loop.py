@@ -3,8 +3,9 @@
 Per step: run due growth stages, set the LR, accumulate gradients over micro-batches of this
 rank's slice of the global batch, clip, step AdamW, advance the token/FLOP clocks. Every
 `eval_every_tokens` it evaluates the fixed validation windows, reports metrics and (when due)
-writes a checkpoint. Nothing in a step draws random numbers (data order is a pure function of
-(seed, position)), so resuming from a checkpoint continues bit-identically.
+writes a checkpoint; only the final record has `test_loss` (the held-out split, evaluated once).
+Nothing in a step draws random numbers (data order is a pure function of (seed, position)), so
+resuming from a checkpoint continues bit-identically.
 """
 
 from __future__ import annotations
@@ -91,8 +92,7 @@ class Trainer:
         self.data = data or load_tokens(config.data, config.tokenizer)
         self.vocab_size = self.data.vocab_size
         self.sampler = BatchSampler(self.data.train, config.seq_len, config.seed)
-        vx, vy = val_windows(self.data.val, config.seq_len, config.eval_windows)
-        self.val_x, self.val_y = vx, vy
+        self.val_x, self.val_y = val_windows(self.data.val, config.seq_len, config.eval_windows)
         self.bytes_per_token = self.data.bytes_per_token("val")
         self.lr_schedule = LRSchedule(
             peak=config.lr,
@@ -316,24 +316,30 @@ class Trainer:
         return float(loss_sum) / self.accum
 
     @torch.no_grad()
-    def evaluate(self) -> float:
-        """Mean val loss (nats/token) on the fixed windows, split across ranks and summed."""
+    def evaluate(self, windows: tuple[torch.Tensor, torch.Tensor] | None = None) -> float:
+        """Mean loss (nats/token) on fixed windows (default: val's), split across ranks."""
+        xs, ys = windows if windows is not None else (self.val_x, self.val_y)
         self.model.eval()
-        n = len(self.val_x)
+        n = len(xs)
         lo = n * self.dist.rank // self.dist.world_size
         hi = n * (self.dist.rank + 1) // self.dist.world_size
         total = 0.0
         for i in range(lo, hi, 32):
             j = min(i + 32, hi)
-            x, y = self.val_x[i:j].to(self.device), self.val_y[i:j].to(self.device)
+            x, y = xs[i:j].to(self.device), ys[i:j].to(self.device)
             with self._autocast():
                 logits = self.model(x)
             total += F.cross_entropy(
                 logits.float().view(-1, logits.size(-1)), y.reshape(-1), reduction="sum"
             ).item()
         self.model.train()
-        total, count = self.dist.all_reduce_sum([total, float((hi - lo) * self.val_y.shape[1])])
+        total, count = self.dist.all_reduce_sum([total, float((hi - lo) * ys.shape[1])])
         return total / count
+
+    def test_metrics(self) -> dict[str, float]:
+        """The held-out test split (as many windows as val) on the current, final model."""
+        loss = self.evaluate(self.data.test_windows(self.config.seq_len, self.config.eval_windows))
+        return {"test_loss": loss, "test_bpb": loss / LN2 / self.data.bytes_per_token("test")}
 
     # ----------------------------------------------------------------------------- run
     def step_once(self) -> tuple[float, float]:
@@ -368,6 +374,8 @@ class Trainer:
         if self.flops_reused:  # a shared prefix: its records, as if this run had made them
             for rec in history:
                 done = rec["step"] == cfg.total_steps  # a finished run reused whole
+                if done and "test_loss" not in rec:  # stored without it: the final model's
+                    rec.update(self.test_metrics())
                 self._emit(rec, metrics_file, self.save() if done else None)
         elif st.step == 0 and not st.val_curve:
             history.append(self._eval_record(None, 0.0, 0, peak))
@@ -388,6 +396,7 @@ class Trainer:
                 train_loss = self.dist.all_reduce_sum([window_loss / window_steps])[0]
                 train_loss /= self.dist.world_size
                 rec = self._eval_record(train_loss, window_time, window_tokens, peak, lr)
+                rec.update(self.test_metrics() if last else {})  # the run's only test eval
                 st.val_curve.append((st.flops, rec["val_loss"]))
                 history.append(rec)
                 ckpt = None

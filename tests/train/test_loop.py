@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,15 @@ def test_learns_below_unigram_baseline(tmp_path: Path) -> None:
     assert result.history[0]["train_s"] == 0.0 and result.history[0]["eval_s"] > 0
     assert rec["train_s"] > 0 and rec["eval_s"] > 0
     assert rec["tokens_per_s"] == pytest.approx(10 * 16 * 32 / rec["train_s"])
+    # the held-out test split: evaluated once, on the final model, never before
+    records = [json.loads(x) for x in lines]
+    assert [("test_loss" in r, "test_bpb" in r) for r in records] == [(False, False)] * 15 + [
+        (True, True)
+    ]
+    assert [("test_loss" in r) for r in result.history] == [False] * 15 + [True]
+    assert rec["test_loss"] == result.final["test_loss"] < baseline
+    assert rec["test_bpb"] == pytest.approx(rec["test_loss"] / math.log(2))  # bytes: 1/token
+    assert rec["test_loss"] != rec["val_loss"]  # other documents
 
 
 def test_resume_is_bit_identical(tmp_path: Path) -> None:
@@ -62,6 +72,8 @@ def test_resume_is_bit_identical(tmp_path: Path) -> None:
     resumed_curve = [(r["step"], r["val_loss"], r["train_loss"]) for r in resumed.history]
     assert resumed_curve == full_curve[-len(resumed_curve) :]
     assert first.final["val_loss"] == full.final["val_loss"]
+    assert resumed.final["test_loss"] == full.final["test_loss"]
+    assert all("test_loss" not in r for r in resumed.history[:-1])
     for k, v in full.state.model_state.items():
         assert torch.equal(v, resumed.state.model_state[k]), k
 
@@ -128,6 +140,9 @@ def test_two_stage_growth_and_resume_after_growth(tmp_path: Path) -> None:
     resumed = train(cfg.replace(out_dir=str(tmp_path / "r")), schedule, resume=ckpt, verbose=False)
     assert resumed.final["val_loss"] == full.final["val_loss"]
     assert resumed.state.model_config == state.model_config
+    # a grown run evaluates test at its own end, on the grown model
+    assert resumed.final["test_loss"] == full.final["test_loss"]
+    assert [r for r in full.history if "test_loss" in r] == [full.final]
 
 
 def test_incremental_freeze_and_msg_ramp_directives(tmp_path: Path) -> None:

@@ -61,6 +61,10 @@ def test_grown_run_resumes_the_small_runs_prefix_bit_identically(tmp_path: Path)
     assert [r.get("reused", False) for r in shared.history] == [True] * 3 + [False] * 2
     lines = (tmp_path / "shared" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == [0, 10, 20, 30, 40]
+    # test is evaluated once, at the grown run's own end; the replayed prefix has none
+    assert [("test_loss" in json.loads(x)) for x in lines] == [False] * 4 + [True]
+    assert shared.final["test_loss"] == alone.final["test_loss"]
+    assert "test_loss" not in small.history[-2] and "test_loss" in small.final
 
 
 def test_later_growth_resumes_an_earlier_growths_prefix(tmp_path: Path) -> None:
@@ -93,6 +97,8 @@ def test_wsd_branch_equals_a_separate_run(tmp_path: Path) -> None:
     assert branch.final["flops_reused"] == pytest.approx(alone.final["flops"] * decay / 30)
     assert curve(branch) == curve(alone)
     same_state(branch, alone)
+    assert [("test_loss" in r) for r in branch.history] == [False] * 3 + [True]
+    assert branch.final["test_loss"] == alone.final["test_loss"]
 
 
 def test_finished_run_is_reused_whole_and_cosine_budgets_do_not_share(tmp_path: Path) -> None:
@@ -102,6 +108,22 @@ def test_finished_run_is_reused_whole_and_cosine_budgets_do_not_share(tmp_path: 
     assert curve(again) == curve(first)
     assert again.final["flops_reused"] == first.final["flops"]  # nothing computed
     assert (tmp_path / "b" / "checkpoints").is_dir()  # the trial still ends with a checkpoint
+    # the test loss was stored with the end state and is reported again, once, at the end
+    assert again.final["test_loss"] == first.final["test_loss"]
+    assert [("test_loss" in r) for r in again.history] == [False] * 4 + [True]
+    final_lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(final_lines[-1])["test_loss"] == first.final["test_loss"]
+    # a stored end state without it (written before the test split existed): the reusing run
+    # evaluates the final model itself, with the same result
+    stored = list(store.root.rglob("step-00000040.json"))
+    assert stored
+    for records in stored:
+        blob = json.loads(records.read_text())
+        blob["records"][-1].pop("test_loss")
+        records.write_text(json.dumps(blob))
+    third = train(config(tmp_path / "d", model=START), verbose=False, prefixes=store)
+    assert third.final["flops_reused"] == first.final["flops"]
+    assert third.final["test_loss"] == first.final["test_loss"]
     shorter = train(config(tmp_path / "c", model=START, steps=30), verbose=False, prefixes=store)
     assert shorter.final["flops_reused"] == 0.0  # cosine: the LR depends on the total
 

@@ -113,6 +113,8 @@ def test_two_workers_match_one_worker(plain_runs) -> None:
     (out1, res1), (out2, res2) = plain_runs[1], plain_runs[2]
     assert_same_curve(out1, out2, tol=1e-4)
     assert len(val_curve(out1)) == 240 // 20 + 1
+    # the held-out test split, evaluated once at the end, split across the DDP ranks
+    assert abs(res1["test_loss"] - res2["test_loss"]) <= 1e-4 and res2["test_bpb"] > 0
     for res, out in ((res1, out1), (res2, out2)):
         assert res["step"] == 240 and res["resumed_from_step"] is None
         # the reported checkpoint is the loop's own file, hard-linked (no copy)
