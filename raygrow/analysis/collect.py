@@ -2,8 +2,10 @@
 
 `trials`: one row per trial (child run with tag raygrow.role=trial): identity, arm, status,
 schedule facts (seed, operator, growth timing d, growth factor g, budget D, target size N,
-C = 6·N·D), final metrics, every param as a `params.<name>` column, and the validation curve as
-list columns (`curve_tokens`, `curve_flops`, `curve_val_loss`).
+C = 6·N·D), final metrics (`test_loss` / `test_bpb`: the held-out split, logged once at a
+completed run's end; NaN when absent, e.g. a stopped trial or a search from before the split),
+every param as a `params.<name>` column, and the validation curve as list columns
+(`curve_tokens`, `curve_flops`, `curve_val_loss`).
 `curves`: the same curves as a long table (experiment, run_id, trial_id, tokens, flops, val_loss).
 
 How the schedule facts are read (first hit wins), so the search can flatten its schedule freely:
@@ -52,6 +54,8 @@ P_SEED = ("seed", "train.seed", "config.seed")
 FINAL_METRICS = (
     "val_loss",
     "val_bpb",
+    "test_loss",
+    "test_bpb",
     "train_loss",
     "tokens",
     "flops",

@@ -6,8 +6,8 @@ benchmarks share one implementation of each rule:
 - `status`: the status vocabulary (`completed`, `stopped by ASHA at FLOPs X`, `failed: why`, ...)
 - `records`: `TrialRecord` (arm kind and budget fraction as fields)
 - `speedup`: speedup at matched loss against annealed scratch runs, with bounds
-- `compare`: the scratch frontier per group (paired / pooled seeds), per-record speedups,
-  the target's loss and the validity rule
+- `compare`: the scratch frontier per group (paired / pooled seeds), per-record speedups at
+  matched `val` (selection) or held-out `test` loss, the target's loss and the validity rule
 - `gstack`: G_stack's growth-timing formula
 - `stats`: means with 95% t-intervals over seed replicates
 """
@@ -22,7 +22,7 @@ from raygrow.results.compare import (
     validity,
 )
 from raygrow.results.gstack import GSTACK, gstack_growth_tokens
-from raygrow.results.records import ARMS, ArmKind, TrialRecord, finite
+from raygrow.results.records import ARMS, ArmKind, Split, TrialRecord, finite
 from raygrow.results.speedup import (
     Speedup,
     flops_to_reach,
@@ -48,6 +48,7 @@ __all__ = [
     "ArmKind",
     "Comparison",
     "Speedup",
+    "Split",
     "StatusKind",
     "TrialRecord",
     "Validity",

@@ -9,6 +9,10 @@ A scratch run therefore meets its own point: the full-budget scratch arm's speed
 1.0 whenever it has the lowest scratch loss of its seed. Speedup itself (interpolation in
 log-compute, bounds outside the measured range) is `raygrow.results.speedup`.
 
+Split. `compare(records, split=...)` reads each run's final `val` loss (the default: what the
+search selects on) or its held-out `test` loss; a test comparison uses only the records (scratch
+points included) that have a test loss. The target's loss and the validity rule read val.
+
 Validity (one rule for the search, the guidelines and the benchmarks). The target from scratch
 at the full budget must beat the small model alone, otherwise "growth beats scratch" may only
 mean "the small model was better all along":
@@ -25,7 +29,7 @@ import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
-from raygrow.results.records import TrialRecord
+from raygrow.results.records import Split, TrialRecord
 from raygrow.results.speedup import Speedup, speedup_at_matched_loss
 
 Point = tuple[float, float]
@@ -35,18 +39,18 @@ def _budget_key(record: TrialRecord) -> float:
     return round(record.budget_frac, 6)
 
 
-def completed_scratch(records: Iterable[TrialRecord]) -> list[TrialRecord]:
-    return [r for r in records if r.arm == "scratch" and r.completed]
+def completed_scratch(records: Iterable[TrialRecord], split: Split = "val") -> list[TrialRecord]:
+    return [r for r in records if r.arm == "scratch" and r.completed_on(split)]
 
 
-def _mean_per_budget(records: Sequence[TrialRecord]) -> list[Point]:
+def _mean_per_budget(records: Sequence[TrialRecord], split: Split = "val") -> list[Point]:
     by_budget: dict[float, list[TrialRecord]] = {}
     for r in records:
         by_budget.setdefault(_budget_key(r), []).append(r)
     return [
         (
             statistics.fmean(float(r.flops or 0.0) for r in group),
-            statistics.fmean(float(r.val_loss or 0.0) for r in group),
+            statistics.fmean(float(r.loss(split) or 0.0) for r in group),
         )
         for _, group in sorted(by_budget.items())
     ]
@@ -57,20 +61,20 @@ def _seeds(records: Iterable[TrialRecord]) -> set[int]:
 
 
 def scratch_points(
-    records: Sequence[TrialRecord], seed: int | None = None
+    records: Sequence[TrialRecord], seed: int | None = None, split: Split = "val"
 ) -> tuple[list[Point], str]:
-    """The scratch points a run of `seed` is compared with, and the basis (`paired (seed 3)` /
-    `pooled (4 seeds)`); no points when the records hold no completed scratch run."""
-    scratch = completed_scratch(records)
+    """The scratch points (FLOPs, final `split` loss) a run of `seed` is compared with, and the
+    basis (`paired (seed 3)` / `pooled (4 seeds)`); none without a completed scratch run."""
+    scratch = completed_scratch(records, split)
     if not scratch:
         return [], "no completed scratch arm"
     budgets = {_budget_key(r) for r in scratch}
     if seed is not None:
         own = [r for r in scratch if r.seed == seed]
         if {_budget_key(r) for r in own} >= budgets:
-            return _mean_per_budget(own), f"paired (seed {seed})"
+            return _mean_per_budget(own, split), f"paired (seed {seed})"
     n = max(1, len(_seeds(scratch)))
-    return _mean_per_budget(scratch), f"pooled ({n} seed{'s' * (n != 1)})"
+    return _mean_per_budget(scratch, split), f"pooled ({n} seed{'s' * (n != 1)})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,20 +86,20 @@ class Comparison:
     basis: str
 
 
-def compare(records: Sequence[TrialRecord]) -> list[Comparison]:
-    """One Comparison per record, in order; frontiers are built per `group`."""
+def compare(records: Sequence[TrialRecord], split: Split = "val") -> list[Comparison]:
+    """One Comparison per record, in order, at matched `split` loss; frontiers are built per
+    `group`."""
     groups: dict[str, list[TrialRecord]] = {}
     for r in records:
         groups.setdefault(r.group, []).append(r)
     out = []
     for r in records:
-        points, basis = scratch_points(groups[r.group], r.seed)
-        if not points or not r.completed:
+        points, basis = scratch_points(groups[r.group], r.seed, split)
+        if not points or not r.completed_on(split):
             out.append(Comparison(None, basis if not points else ""))
             continue
-        out.append(
-            Comparison(speedup_at_matched_loss(points, float(r.flops), float(r.val_loss)), basis)
-        )  # type: ignore[arg-type]
+        flops, loss = float(r.flops), float(r.loss(split))  # type: ignore[arg-type]
+        out.append(Comparison(speedup_at_matched_loss(points, flops, loss), basis))
     return out
 
 

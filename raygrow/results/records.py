@@ -14,6 +14,9 @@ from typing import Any, Literal
 from raygrow.results.status import StatusKind, status_kind
 
 ArmKind = Literal["grown", "scratch", "small"]
+Split = Literal["val", "test"]
+"""Which loss a comparison reads: `val` (selection: ASHA, ranking, the headline speedup) or
+`test` (the held-out split, evaluated once at each run's end; reported, never selected on)."""
 ARMS: tuple[ArmKind, ...] = ("grown", "scratch", "small")
 """`grown`: a growth schedule; `scratch`: the target from scratch with its own annealed LR
 schedule at its budget (several budgets make the frontier); `small`: the start model alone at
@@ -37,6 +40,8 @@ class TrialRecord:
     """Human-readable description, for tables only."""
     group: str = ""
     """What the run is compared within (an experiment, a benchmark): frontiers never mix groups."""
+    test_loss: float | None = None
+    """Final loss on the held-out test split (completed runs only; None when not evaluated)."""
 
     def __post_init__(self) -> None:
         if self.arm not in ARMS:
@@ -57,6 +62,13 @@ class TrialRecord:
             and finite(self.flops)
             and float(self.flops or 0.0) > 0
         )
+
+    def loss(self, split: Split = "val") -> float | None:
+        return self.val_loss if split == "val" else self.test_loss
+
+    def completed_on(self, split: Split = "val") -> bool:
+        """`completed`, with a finite final loss on `split`."""
+        return self.completed and finite(self.loss(split))
 
     @property
     def full_budget(self) -> bool:

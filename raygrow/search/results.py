@@ -6,6 +6,11 @@ trials into `TrialInfo`s, then into rows of the search's table; `collect_trials`
 Tune's results. A stopped trial's `stop_reason` column says why (`raygrow.search.asha.describe`):
 the rung in FLOPs, the trial's value, the cutoff and the number of trials recorded at that rung.
 
+Splits: every selection number (ASHA, ranking, `val_loss`, `speedup`, `reaches_target`, the
+validity check, the net speedup) is on the validation split. `test_loss` / `test_bpb` are the
+held-out test split, evaluated once at each completed run's end, and `speedup_test` is the
+speedup at matched *test* loss against the scratch runs' test finals: reported, never selected on.
+
 Partial (stopped) runs get no speedup: their loss is not an annealed final loss. Beyond the
 measured scratch range a speedup is a bound, never an extrapolation: `>1.14x` means scratch
 never reached that loss within its largest budget.
@@ -45,6 +50,8 @@ TABLE_COLUMNS = (
     "status",
     "val_loss",
     "val_bpb",
+    "test_loss",
+    "test_bpb",
     "flops",
     "flops_reused",
     "tokens",
@@ -52,6 +59,8 @@ TABLE_COLUMNS = (
     "speedup_vs_scratch",
     "speedup_bound",
     "scratch_flops_at_loss",
+    "speedup_test",
+    "speedup_test_vs_scratch",
     "reaches_target",
     "n_params",
     "budget_frac",
@@ -64,11 +73,18 @@ MARKDOWN_COLUMNS = (
     "arm",
     "schedule",
     "val_loss",
+    "test_loss",
     "flops",
     "speedup",
+    "speedup_test",
     "reaches_target",
     "status",
     "stop_reason",
+)
+SPLITS_NOTE = (
+    "val_loss, speedup, reaches_target, ranking, validity and net speedup on the validation split "
+    "(selection); test_loss and speedup_test on the held-out test split (evaluated once at each "
+    "run's end, never selected on)"
 )
 
 
@@ -128,6 +144,7 @@ def record_of(row: dict[str, Any]) -> TrialRecord:
         status=row["status"],
         flops=row["flops"],
         val_loss=row["val_loss"],
+        test_loss=row["test_loss"],
         budget_frac=row["budget_frac"],
         seed=row["seed"],
         trial_id=row["trial_id"],
@@ -149,6 +166,8 @@ def build_rows(infos: Sequence[TrialInfo]) -> list[dict[str, Any]]:
                 "status": status,
                 "val_loss": _num(res.get("val_loss")),
                 "val_bpb": _num(res.get("val_bpb")),
+                "test_loss": _num(res.get("test_loss")),
+                "test_bpb": _num(res.get("test_bpb")),
                 "flops": _num(res.get("flops")),
                 "flops_reused": _num(res.get("flops_reused")) or 0.0,
                 "tokens": _num(res.get("tokens")),
@@ -159,12 +178,15 @@ def build_rows(infos: Sequence[TrialInfo]) -> list[dict[str, Any]]:
                 "speedup_vs_scratch": None,
                 "speedup_bound": None,
                 "scratch_flops_at_loss": None,
+                "speedup_test": None,
+                "speedup_test_vs_scratch": None,
                 "stop_reason": info.stop_reason if status_kind(status) == "stopped" else None,
             }
         )
     records = [record_of(r) for r in rows]
     goal = target_loss(records)
-    for row, record, cmp in zip(rows, records, compare(records), strict=True):
+    on_test = compare(records, split="test")  # where scratch's test finals exist
+    for row, record, cmp, test in zip(rows, records, compare(records), on_test, strict=True):
         row["reaches_target"] = (
             None if not record.completed or goal is None else bool(row["val_loss"] <= goal)
         )
@@ -173,6 +195,9 @@ def build_rows(infos: Sequence[TrialInfo]) -> list[dict[str, Any]]:
             row["speedup_vs_scratch"] = cmp.speedup.value
             row["speedup_bound"] = cmp.speedup.bound
             row["scratch_flops_at_loss"] = cmp.speedup.scratch_flops
+        if test.speedup is not None:
+            row["speedup_test"] = str(test.speedup)
+            row["speedup_test_vs_scratch"] = test.speedup.value
     rows.sort(key=_rank_key)
     for i, row in enumerate(rows, 1):
         row["rank"] = i
@@ -280,6 +305,34 @@ def schedule_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def best_text(rows: Sequence[dict[str, Any]]) -> str:
+    """The summary's `best`: the top-ranked completed schedule (chosen on val) with its held-out
+    test numbers, and the best mean speedup over seed replicates."""
+    grown = [r for r in rows if r["arm"] == "grown" and r["status"] == "completed"]
+    if not grown:
+        return "no completed growth schedule"
+    top = grown[0]
+    reach = "reaches" if top["reaches_target"] else "does NOT reach"
+    text = (
+        f"{top['schedule']}: val_loss {top['val_loss']:.4f}, speedup {top['speedup']} "
+        f"({reach} the target's scratch loss)"
+    )
+    if top["test_loss"] is not None:
+        text += f"; held-out test_loss {top['test_loss']:.4f}"
+        text += f", speedup_test {top['speedup_test']}" if top["speedup_test"] else ""
+    replicated = [s for s in schedule_table(rows) if s["seeds"] > 1]
+    if replicated and replicated[0]["speedup_mean"] is not None:
+        best = replicated[0]
+        low, high = best["speedup_low"], best["speedup_high"]
+        spread = f" [{low:.2f}, {high:.2f}]" if low is not None else ""
+        text += (
+            f"; best mean over seeds: {best['schedule']}: {best['speedup_mean']:.2f}x{spread} "
+            f"(95% t-interval, {best['completed']}/{best['seeds']} seeds completed"
+            f"{', bounds included' if best['bounded'] else ''})"
+        )
+    return text
+
+
 def to_markdown(rows: Sequence[dict[str, Any]], columns: Sequence[str] = MARKDOWN_COLUMNS) -> str:
     def cell(value: Any, col: str) -> str:
         if value is None:
@@ -306,7 +359,7 @@ def write_tables(rows: Sequence[dict[str, Any]], summary: dict[str, Any], out_di
     out_dir.mkdir(parents=True, exist_ok=True)
     df.to_parquet(out_dir / "results.parquet", index=False)
     text = [f"# Growth-schedule search: {summary.get('experiment', '')}", ""]
-    for key in ("space", "target", "budget", "validity", "best"):
+    for key in ("space", "target", "budget", "splits", "validity", "best"):
         if summary.get(key):
             text.append(f"- {key}: {summary[key]}")
     for key in ("search_flops", "search_flops_naive", "net_speedup"):

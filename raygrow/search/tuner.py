@@ -402,11 +402,14 @@ def run_search(cfg: SearchConfig, *, retry_errored: bool = False) -> SearchOutco
                 "speedup_vs_scratch": row["speedup_vs_scratch"],
                 "raygrow.speedup": row["speedup"],
             }
+            if row["speedup_test"] is not None:  # at matched held-out test loss: reported only
+                tags["speedup_test_vs_scratch"] = row["speedup_test_vs_scratch"]
+                tags["raygrow.speedup_test"] = row["speedup_test"]
             _quiet(tracker.finish_trial, row["trial_id"], row["status"], tags, {})
     print()
     print(results.to_markdown(rows))
     print()
-    for key in ("validity", "best", "counts"):
+    for key in ("splits", "validity", "best", "counts"):
         print(f"raygrow.search: {key}: {summary[key]}")
     print(f"raygrow.search: cost: {_cost_text(summary)}")
     print(f"raygrow.search: results {exp / 'results.parquet'} and {exp / 'results.md'}")
@@ -433,29 +436,10 @@ def _summary(
 ) -> dict[str, Any]:
 
     check = validity(rows)
-    grown = [r for r in rows if r["arm"] == "grown" and r["status"] == "completed"]
-    best = "no completed growth schedule"
-    if grown:
-        top = grown[0]
-        reach = "reaches" if top["reaches_target"] else "does NOT reach"
-        best = (
-            f"{top['schedule']}: val_loss {top['val_loss']:.4f}, speedup {top['speedup']} "
-            f"({reach} the target's scratch loss)"
-        )
     counts = Counter(f"{r['arm']} {status_kind(r['status'])}" for r in rows)
     cost = results.ledger(rows)
     net = results.net_speedup(rows, cost["search_flops"])
     store = prefix_store_of(cfg)
-    replicated = [s for s in results.schedule_table(rows) if s["seeds"] > 1]
-    if replicated and replicated[0]["speedup_mean"] is not None:
-        top = replicated[0]
-        low, high = top["speedup_low"], top["speedup_high"]
-        spread = f" [{low:.2f}, {high:.2f}]" if low is not None else ""
-        best += (
-            f"; best mean over seeds: {top['schedule']}: {top['speedup_mean']:.2f}x{spread} "
-            f"(95% t-interval, {top['completed']}/{top['seeds']} seeds completed"
-            f"{', bounds included' if top['bounded'] else ''})"
-        )
     return {
         "experiment": cfg.experiment,
         "space": cfg.space,
@@ -464,7 +448,8 @@ def _summary(
         "validity": check["text"].removeprefix("validity: "),
         "valid": check.get("valid"),
         "validity_margin": check.get("margin"),
-        "best": best,
+        "splits": results.SPLITS_NOTE,
+        "best": results.best_text(rows),
         "counts": ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())),
         "complete": complete,
         "seconds": round(seconds, 1),

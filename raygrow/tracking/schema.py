@@ -23,6 +23,8 @@ CONTRACT_METRICS = (
     "lr",
     "n_params",
     "speedup_vs_scratch",
+    "test_loss",  # held-out test split: the final report only (evaluated once, at the end)
+    "test_bpb",
 )
 # numeric extras the loop and the Ray worker report (elapsed_s: wall seconds since the
 # attempt's first eval); anything else (Tune's autofilled
@@ -36,6 +38,7 @@ EXTRA_METRICS = (
     "grad_norm",
     "elapsed_s",
     "flops_reused",  # compute taken from the prefix store (raygrow.train.prefixes)
+    "speedup_test_vs_scratch",  # speedup at matched test loss (reported, never selected on)
 )
 # the search's own cost, logged under these names to its parent run (raygrow.search.results)
 SEARCH_METRICS = ("search_flops", "search_flops_naive", "net_speedup_x")

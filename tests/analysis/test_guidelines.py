@@ -316,3 +316,24 @@ def test_guidelines_cli_bad_input_exits_2(logged, tmp_path: Path, capsys) -> Non
     with pytest.raises(SystemExit) as exc:
         main(["--experiment", "x", "--tracking-uri", f"sqlite:///{tmp_path}/none.db"])
     assert exc.value.code == 2
+
+
+def test_collect_has_a_test_loss_column_nan_when_absent(tmp_path: Path) -> None:
+    """`test_loss` (the held-out split, logged once at a run's end) is a trials column; a run
+    without it (stopped, or from before the split) gets NaN."""
+    from raygrow.analysis.collect import collect_runs
+
+    uri = sqlite_store(tmp_path / "store")
+    tracker = SearchTracker(uri, "held-out")
+    tracker.start_search({"space": "x"}, {})
+    for trial, final in (("done", {"test_loss": 2.25, "test_bpb": 3.2}), ("stopped", {})):
+        tracker.trial_run(trial, {"seed": 0}, "grown")
+        for step, loss in ((100, 3.0), (200, 2.5)):
+            extra = final if step == 200 else {}
+            tracker.log_metrics(trial, {"val_loss": loss, "tokens": step, **extra}, step)
+        tracker.finish_trial(trial, "completed" if final else "stopped by ASHA", {}, {})
+    trials, _ = collect_runs(uri, ["held-out"])
+    ids, losses = trials.column("trial_id").to_pylist(), trials.column("test_loss").to_pylist()
+    got = dict(zip(ids, losses, strict=True))
+    assert got["done"] == 2.25 and math.isnan(got["stopped"])
+    assert trials.schema.field("test_loss").type == pa.float64()

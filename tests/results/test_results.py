@@ -92,6 +92,26 @@ def test_compare_uses_the_budget_field_not_the_description() -> None:
     assert compare([*scratch_seed(0), other])[-1].speedup is None
 
 
+def test_compare_on_the_held_out_test_split() -> None:
+    """`split="test"` matches test finals against scratch's test finals; val stays selection."""
+    scratch = [
+        rec("scratch", 2.4, 50.0, 0.5, test_loss=2.5),
+        rec("scratch", 2.2, 75.0, 0.75, test_loss=2.3),
+        rec("scratch", 2.0, 100.0, 1.0, test_loss=2.1),
+    ]
+    grown = rec("grown", 2.2, 60.0, test_loss=2.1)  # 1.25x on val, scratch's 100% on test
+    assert str(compare([*scratch, grown])[-1].speedup) == "1.25x"
+    on_test = compare([*scratch, grown], split="test")
+    assert str(on_test[-1].speedup) == "1.67x" and on_test[-1].speedup.bound == "exact"
+    assert grown.loss("test") == 2.1 and grown.completed_on("test")
+    # no test final: no test speedup; the frontier holds only the scratch runs that have one
+    assert compare([*scratch, rec("grown", 2.2, 60.0)], split="test")[-1].speedup is None
+    partial = [*scratch[:2], rec("scratch", 2.0, 100.0, 1.0), grown]
+    assert compare(partial, split="test")[-1].speedup.bound == "lower"
+    assert compare([*scratch_seed(0), grown], split="test")[-1].speedup is None
+    assert compare([*scratch_seed(0), grown], split="test")[-1].basis == "no completed scratch arm"
+
+
 def test_validity_single_seed() -> None:
     v = validity([*scratch_seed(0), rec("small", 2.3, 55.0)])
     assert v.checked and v.valid and v.note == "single seed" and v.threshold == 0.0

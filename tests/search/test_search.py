@@ -368,6 +368,39 @@ def test_rows_status_speedup_and_rank() -> None:
     assert md.count("\n") == len(infos) + 1 and ">1.25x" in md
 
 
+def test_rows_carry_test_loss_and_the_test_speedup(tmp_path) -> None:
+    """Selection stays on val; test_loss and speedup_test (vs scratch's test finals) are
+    reported beside it, and the summary says which split each number is on."""
+    import pandas as pd
+
+    from raygrow.search.results import SPLITS_NOTE, TABLE_COLUMNS, best_text, write_tables
+
+    infos = [
+        info("s100", "scratch", "scratch 4x64 @100% budget", "TERMINATED", 100, 100, 2.0, 100.0),
+        info("s50", "scratch", "scratch 4x64 @50% budget", "TERMINATED", 50, 50, 2.4, 50.0),
+        info("g2", "grown", "zero x2 @40%", "TERMINATED", 100, 100, 2.2, 60.0),
+        info("g3", "grown", "random x2 @10%", "TERMINATED", 30, 100, 2.9, 25.0),  # ASHA
+    ]
+    tests = {"s100": 2.1, "s50": 2.5, "g2": 2.1}  # g2: scratch's full-budget test loss
+    for i in infos:
+        if i.trial_id in tests:
+            i.last_result.update(test_loss=tests[i.trial_id], test_bpb=tests[i.trial_id] / 0.69)
+    rows = build_rows(infos)
+    by_id = {r["trial_id"]: r for r in rows}
+    assert by_id["g2"]["test_loss"] == 2.1 and by_id["g3"]["test_loss"] is None
+    assert by_id["g2"]["speedup_test"] == "1.67x" and by_id["g2"]["speedup"] != "1.67x"
+    assert by_id["g2"]["speedup_test_vs_scratch"] == pytest.approx(100 / 60)
+    assert by_id["g3"]["speedup_test"] is None
+    assert [r["trial_id"] for r in rows] == ["s100", "g2", "s50", "g3"]  # ranked on val
+    assert "held-out test_loss 2.1000, speedup_test 1.67x" in best_text(rows)
+    df = write_tables(rows, {"experiment": "e", "splits": SPLITS_NOTE}, tmp_path)
+    assert list(df.columns) == list(TABLE_COLUMNS) and "test_loss" in df.columns
+    assert pd.read_parquet(tmp_path / "results.parquet")["test_loss"].notna().sum() == 3
+    md = (tmp_path / "results.md").read_text()
+    assert f"- splits: {SPLITS_NOTE}" in md and "| val_loss | test_loss |" in md
+    assert "validation split" in SPLITS_NOTE and "held-out test split" in SPLITS_NOTE
+
+
 def test_validity_flags_a_small_model_that_wins() -> None:
     infos = [
         info("s", "scratch", "scratch 4x64 @100% budget", "TERMINATED", 100, 100, 2.0, 100.0),

@@ -118,6 +118,12 @@ def test_smoke_search(ray_cluster, tmp_path) -> None:
     # the NaN run failed with its reason, was not retried into the same NaN, search went on
     assert explode["status"].startswith("failed: diverged: train loss is nan")
     assert "validity" in outcome.summary and outcome.summary["complete"]
+    # the held-out test split: a final number of every completed run (never of a stopped one),
+    # and a speedup at matched test loss beside the selection (val) one
+    done_rows = table[table["status"] == "completed"]
+    assert done_rows["test_loss"].notna().all() and pd.isna(collapse["test_loss"])
+    assert done_rows["speedup_test"].notna().all()
+    assert "held-out test split" in outcome.summary["splits"]
 
     deadline = time.monotonic() + 60  # Train's cleaner removes a killed run's group in ~5 s
     while live_train_state() != ([], []):
@@ -130,6 +136,19 @@ def test_smoke_search(ray_cluster, tmp_path) -> None:
     for _, row in table.iterrows():
         assert by_trial[row["trial_id"]] == row["status"]
     check_study_and_stop_reasons(tmp_path, "test-search", table, children)
+    # MLflow: test_loss / test_bpb logged once, at the end of each completed trial
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(cfg.tracking_uri)
+    finished = children[children["tags.raygrow.status"] == "completed"]
+    assert len(finished) == 5 and finished["metrics.test_loss"].notna().all()
+    assert finished["metrics.test_bpb"].notna().all()
+    stopped = children[children["tags.raygrow.status"].str.startswith("stopped")]
+    assert "metrics.test_loss" in children and stopped["metrics.test_loss"].isna().all()
+    for run_id, trial_id in zip(finished["run_id"], finished["tags.raygrow.trial_id"], strict=True):
+        history = client.get_metric_history(run_id, "test_loss")
+        row = table.set_index("trial_id").loc[trial_id]
+        assert [(m.step, m.value) for m in history] == [(int(row["tokens"]), row["test_loss"])]
     assert (children["params.seed"] == "0").all()  # every trial logs its training seed
 
     # the grown trials start from the small arm's model, seed, data and LR schedule: each
