@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -42,9 +43,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.common import RESULTS, ROOT, header, write_report
+from harness.common import ROOT, git_commit, header, write_report
 
 STUDY = "guideline_study"
+HOME = Path(os.environ.get("RAYGROW_STUDY_HOME", ROOT)).resolve()
+"""Where results and runs go. Run the study from a frozen checkout (a git worktree at one
+commit) with RAYGROW_STUDY_HOME pointing at the working checkout, so edits made meanwhile never
+reach a running part: every search runs the frozen checkout's code (PYTHONPATH)."""
 TIMEOUT_NOTE = "each part is sized to finish in <= 60 min on an idle 2-core machine"
 
 
@@ -132,11 +137,16 @@ QUICK_PARTS = {
 
 # ----------------------------------------------------------------------------- paths
 def results_dir(quick: bool) -> Path:
-    return RESULTS / ("quick" if quick else "") / STUDY
+    return HOME / "benchmarks" / "results" / ("quick" if quick else "") / STUDY
 
 
 def runs_dir(quick: bool) -> Path:
-    return ROOT / "raygrow_runs" / (STUDY + ("_quick" if quick else ""))
+    return HOME / "raygrow_runs" / (STUDY + ("_quick" if quick else ""))
+
+
+def code_env() -> dict[str, str]:
+    """The environment of every search and analysis: this checkout's code first."""
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 def tracking_uri(quick: bool) -> str:
@@ -222,7 +232,7 @@ def run_search(s: Search, quick: bool) -> None:
     with log.open("w") as fh:
         fh.write(" ".join(cmd) + "\n")
         fh.flush()
-        proc = subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=code_env())
     wall = time.time() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{s.name}: search failed (exit {proc.returncode}); see {log}")
@@ -248,9 +258,12 @@ def collect(s: Search, quick: bool, wall: float, cmd: list[str]) -> None:
     df.to_parquet(parts / f"{s.name}.parquet", index=False)
     summary = exp_summary(runs_dir(quick) / s.name)
     meta = {"search": s.name, "group": g.name, "kind": s.kind, "wall_s": round(wall, 1)}
+    meta |= {"commit": git_commit(), "load_avg_end": [round(x, 2) for x in os.getloadavg()]}
     meta |= {"trials": len(df), "command": " ".join(cmd[1:]), **summary}
     (parts / f"{s.name}.json").write_text(json.dumps(meta, indent=1) + "\n")
-    print(f"{s.name}: {len(df)} trials in {wall / 60:.1f} min -> {parts / s.name}.parquet")
+    print(
+        f"{s.name}: {len(df)} trials in {wall / 60:.1f} min -> {parts / s.name}.parquet", flush=True
+    )
 
 
 def exp_summary(exp: Path) -> dict[str, Any]:
@@ -288,7 +301,7 @@ def write_runs_table(quick: bool, roles: tuple[str, ...] = ("fit", "heldout")) -
 def guidelines_cli(table: Path, out: Path) -> None:
     cmd = [sys.executable, "-m", "raygrow.guidelines", "--runs-table", str(table)]
     cmd += ["--out", str(out), "--bootstrap", "1000"]
-    subprocess.run(cmd, cwd=ROOT, check=True)
+    subprocess.run(cmd, cwd=ROOT, check=True, env=code_env())
 
 
 def predict(quick: bool) -> None:
