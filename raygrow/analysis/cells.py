@@ -68,6 +68,10 @@ GUIDELINE_COLUMNS = [
     "n_seeds",
     "val_loss_mean",
     "test_loss_mean",
+    "speedup_test_mean",
+    "speedup_test_ci_low",
+    "speedup_test_ci_high",
+    "speedup_test_bound",
     "loss_best_growth_frac",
     "loss_best_val_loss",
     "loss_at_edge",
@@ -159,6 +163,14 @@ def timing_cells(trials: pd.DataFrame) -> pd.DataFrame:
         bound = _bound_of([str(b) for b in sub.get("speedup_bound", pd.Series(dtype=str))])
         mean, low, high = _interval(values, bound)
         test = pd.to_numeric(sub.get("test_loss", pd.Series(math.nan, index=sub.index)))
+        test_speedups = pd.to_numeric(
+            sub.get("speedup_test_vs_scratch", pd.Series(math.nan, index=sub.index))
+        )
+        if test_speedups.notna().all():
+            test_bound = _bound_of([str(b) for b in sub["speedup_test_bound"]])
+            t_mean, t_low, t_high = _interval(test_speedups.astype(float).tolist(), test_bound)
+        else:
+            test_bound, t_mean, t_low, t_high = "", math.nan, math.nan, math.nan
         first = sub.iloc[0]
         rows.append(
             {
@@ -177,6 +189,10 @@ def timing_cells(trials: pd.DataFrame) -> pd.DataFrame:
                 "seeds": " ".join(str(s) for s in sub["seed"].tolist()),
                 "val_loss_mean": float(sub["val_loss"].mean()),
                 "test_loss_mean": float(test.mean()) if test.notna().any() else math.nan,
+                "speedup_test_mean": t_mean,
+                "speedup_test_ci_low": t_low,
+                "speedup_test_ci_high": t_high,
+                "speedup_test_bound": test_bound,
             }
         )
     return pd.DataFrame(rows)
@@ -221,6 +237,7 @@ def guideline_table(cells: pd.DataFrame) -> pd.DataFrame:
                 "n_seeds": int(best["n_seeds"]),
                 "val_loss_mean": float(best["val_loss_mean"]),
                 "test_loss_mean": float(best["test_loss_mean"]),
+                **{k: best[k] for k in GUIDELINE_COLUMNS if k.startswith("speedup_test")},
                 "loss_best_growth_frac": float(sub["growth_frac"].iloc[by_loss]),
                 "loss_best_val_loss": float(sub["val_loss_mean"].iloc[by_loss]),
                 "loss_at_edge": bool(len(sub) < 3 or by_loss in (0, len(sub) - 1)),
@@ -233,11 +250,12 @@ def guideline_table(cells: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["group", "rank_in_group", "factor"]).reset_index(drop=True)
 
 
-def speedup_text(row: pd.Series) -> str:
-    """`1.42 [1.20, 1.64]`, `>1.30 [≥1.10]` for a lower bound, `<0.9` for an upper one."""
-    mean, low, high, bound = (
-        row["speedup_mean"], row["speedup_ci_low"], row["speedup_ci_high"], row["speedup_bound"]
-    )  # fmt: skip
+def speedup_text(row: pd.Series, prefix: str = "speedup") -> str:
+    """`1.42 [1.20, 1.64]`, `>1.30 [≥1.10]` for a lower bound, `<0.9` for an upper one
+    (`prefix="speedup_test"`: the same on the test split)."""
+    mean, low, high, bound = (row[f"{prefix}_{k}"] for k in ("mean", "ci_low", "ci_high", "bound"))
+    if not math.isfinite(mean):
+        return "—"
     if bound == "lower":
         return f">{mean:.2f}" + (f" [≥{low:.2f}]" if math.isfinite(low) else "")
     if bound == "upper":

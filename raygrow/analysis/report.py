@@ -291,7 +291,8 @@ def guideline_section(table: pd.DataFrame) -> list[str]:
         "validation loss at the group's token budget D (Du et al. fix compute C instead; at "
         "fixed D later growth also spends fewer FLOPs, so `loss` favours earlier growth). "
         "`edge` = the best time is the first or last one searched: the optimum may lie outside. "
-        "Times are fractions of D.",
+        "Times are fractions of D. Selection is on the validation split; `speedup (test)` is "
+        "the same comparison on the held-out test split (documents never selected on).",
         "",
     ]
     if table.empty:
@@ -310,6 +311,7 @@ def guideline_section(table: pd.DataFrame) -> list[str]:
             "seeds": table["n_seeds"],
             "val loss": table["val_loss_mean"].round(4),
             "test loss": table["test_loss_mean"].round(4),
+            "speedup (test)": [C.speedup_text(r, "speedup_test") for _, r in table.iterrows()],
             "loss-optimal time": [
                 f"{f:.2f}" + (" (edge)" if e else "")
                 for f, e in zip(table["loss_best_growth_frac"], table["loss_at_edge"], strict=True)

@@ -51,6 +51,7 @@ def records(g: pd.DataFrame) -> list[TrialRecord]:
                 status=str(row.get("status_kind") or "unfinished"),
                 flops=_number(row.get("flops")),
                 val_loss=_number(row.get("val_loss")),
+                test_loss=_number(row.get("test_loss")),
                 budget_frac=float(fracs[i]),
                 seed=None if seed is None else int(seed),
                 trial_id=str(row.get("trial_id", "")),
@@ -61,17 +62,22 @@ def records(g: pd.DataFrame) -> list[TrialRecord]:
 
 
 def add_speedups(trials: pd.DataFrame) -> pd.DataFrame:
-    """Add speedup_vs_scratch, speedup_bound, speedup_basis, scratch_flops_at_loss."""
+    """Add speedup_vs_scratch, speedup_bound, speedup_basis, scratch_flops_at_loss (on the
+    validation split: what selection sees) and speedup_test_vs_scratch, speedup_test_bound (the
+    same comparison on the held-out test finals, where the runs have them)."""
     df = trials.copy()
     for col, default in (
         ("speedup_vs_scratch", math.nan),
         ("speedup_bound", ""),
         ("speedup_basis", ""),
         ("scratch_flops_at_loss", math.nan),
+        ("speedup_test_vs_scratch", math.nan),
+        ("speedup_test_bound", ""),
     ):
         df[col] = default
     for _exp, g in df.groupby("experiment"):
-        for i, cmp in zip(g.index, compare(records(g)), strict=True):
+        recs = records(g)
+        for i, cmp in zip(g.index, compare(recs), strict=True):
             if cmp.speedup is None:
                 if cmp.basis:  # the experiment has no completed scratch arm
                     df.at[i, "speedup_basis"] = cmp.basis
@@ -80,6 +86,10 @@ def add_speedups(trials: pd.DataFrame) -> pd.DataFrame:
             df.at[i, "speedup_bound"] = cmp.speedup.bound
             df.at[i, "scratch_flops_at_loss"] = cmp.speedup.scratch_flops
             df.at[i, "speedup_basis"] = cmp.basis
+        for i, cmp in zip(g.index, compare(recs, split="test"), strict=True):
+            if cmp.speedup is not None:
+                df.at[i, "speedup_test_vs_scratch"] = cmp.speedup.value
+                df.at[i, "speedup_test_bound"] = cmp.speedup.bound
     return df
 
 

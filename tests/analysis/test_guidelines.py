@@ -67,6 +67,21 @@ def test_speedup_interpolation_and_scratch_full_budget_is_one() -> None:
     assert out.at["small-4e+12-0", "speedup_vs_scratch"] == pytest.approx(math.sqrt(2) / 4)
 
 
+def test_test_split_speedup_uses_test_finals_only() -> None:
+    """Test-split speedups compare test finals with test finals; runs without one get none."""
+    scratch = [{**r, "test_loss": r["val_loss"] + 0.05} for r in SCRATCH]
+    grown = row("grown", 2e12, 1.85, budget_tokens=4e6, growth_tokens=1e5, test_loss=1.90)
+    untested = row("grown", 2e12, 1.85, seed=0, growth_tokens=2e5)
+    out = add_speedups(pd.DataFrame([*scratch, grown, {**untested, "trial_id": "u"}]))
+    out = out.set_index("trial_id")
+    g = out.loc["grown-2e+12-0"]
+    # val 1.85 and test 1.90 both sit half-way between the 1e12 and 2e12 scratch finals
+    assert g["speedup_vs_scratch"] == pytest.approx(math.sqrt(2))
+    assert g["speedup_test_vs_scratch"] == pytest.approx(math.sqrt(2))
+    assert g["speedup_test_bound"] == "exact"
+    assert math.isnan(out.at["u", "speedup_test_vs_scratch"])
+
+
 def test_seed_pairing_and_pooling() -> None:
     s1 = [row("scratch", f, v + 0.02, seed=1) for f, v in ((1e12, 2.0), (2e12, 1.9), (4e12, 1.8))]
     df = pd.DataFrame(
