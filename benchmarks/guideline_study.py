@@ -292,6 +292,9 @@ def write_runs_table(quick: bool, roles: tuple[str, ...] = ("fit", "heldout")) -
     from raygrow.analysis.speedups import add_speedups
 
     runs = load_parts(quick)
+    params = [json.loads(text) for text in runs["params_json"]]
+    runs["schedule"] = [p.get("schedule", p.get("arm", "")) for p in params]
+    runs["grow_at"] = [float(p["grow_at"]) if "grow_at" in p else float("nan") for p in params]
     runs = add_speedups(runs[runs["role"].isin(roles)])
     path = results_dir(quick) / ("runs.parquet" if len(roles) == 2 else "runs_fit.parquet")
     runs.to_parquet(path, index=False)
@@ -332,31 +335,66 @@ def preview_warm_start(g: Group, csv: Path, quick: bool) -> str:
     )
 
 
-def analyse(quick: bool, started: float) -> None:
-    table = write_runs_table(quick)
-    out = results_dir(quick)
-    guidelines_cli(table, out)
+def predictions(quick: bool) -> Any:
+    """The held-out prediction (what --predict wrote), as rows: factor, operator, time, text."""
     import pandas as pd
 
+    from raygrow.config import ModelConfig
+    from raygrow.search import warm_start as ws
+
+    csv = results_dir(quick) / "prediction" / "guidelines.csv"
+    rows = []
+    held = [g for g in (QUICK_GROUPS if quick else GROUPS).values() if g.role == "heldout"]
+    for g in held if csv.exists() else ():
+        n, tpp = ws.query_point(ModelConfig.from_shape(g.target), g.tokens(SEQ_LEN * BATCH))
+        for p in ws.predict(ws.read_guidelines(csv), n, tpp)[:3]:
+            rows.append(
+                {"group": g.name, "factor": float(p.factor), "operator": p.operator,
+                 "growth_frac": p.growth_frac, "speedup_mean": p.speedup_mean,
+                 "text": p.describe()}
+            )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def analyse(quick: bool, started: float) -> None:
+    import pandas as pd
+    from harness import guideline_report as gr
+
+    from raygrow.analysis.tables import to_markdown
+
+    table_path = write_runs_table(quick)
+    out = results_dir(quick)
+    guidelines_cli(table_path, out)
+    runs = pd.read_parquet(table_path)
+    table = pd.read_csv(out / "guidelines.csv")
     metas = [json.loads(p.read_text()) for p in sorted((out / "parts").glob("*.json"))]
     lines = header(
         "Guideline study (benchmark 6)",
         started=started,
         quick=quick,
         config_lines=[
-            f"groups: {', '.join(GROUPS if not quick else QUICK_GROUPS)}; {TIMEOUT_NOTE}",
-            f"seq_len {SEQ_LEN}, batch {BATCH}, WSD, baseline fractions {BASELINE_FRACS}",
+            f"groups: {', '.join(QUICK_GROUPS if quick else GROUPS)}; {TIMEOUT_NOTE}",
+            f"seq_len {SEQ_LEN}, batch {BATCH}, WSD, baseline fractions {BASELINE_FRACS}; "
+            "groups' training settings in groups/*.json",
+            "selection on the validation split; final numbers also on the held-out test split",
         ],
     )
-    lines += ["## Searches run", ""]
+    lines += ["## Searches run (each `python -m raygrow.search`, commands in parts/*.json)", ""]
     view = pd.DataFrame(metas)
     if not view.empty:
         view["wall_min"] = (view["wall_s"] / 60).round(1)
-        cols = [c for c in ("search", "group", "kind", "trials", "wall_min") if c in view]
-        from raygrow.analysis.tables import to_markdown
-
-        lines += [to_markdown(view[cols]), ""]
-    lines += ["Guideline tables and plots: [guidelines.md](guidelines.md).", ""]
+        cols = ["search", "group", "kind", "trials", "wall_min", "commit"]
+        lines += [to_markdown(view[[c for c in cols if c in view]]), ""]
+        lines += [f"Total wall clock: {view['wall_s'].sum() / 3600:.2f} h.", ""]
+    failed = runs[runs["status_kind"].isin(["failed", "errored"])]
+    lines += [f"Trials: {len(runs)}; failed: {len(failed)} (counted, not dropped).", ""]
+    lines += gr.findings(runs, table)
+    pred = predictions(quick)
+    if len(pred):
+        lines += ["## Held-out group: predicted (before it ran) vs measured", ""]
+        lines += ["The prediction was committed in prediction/prediction.md before the run.", ""]
+        lines += [to_markdown(gr.heldout_comparison(runs, pred)), ""]
+    lines += ["Full guideline tables, timing law and plots: [guidelines.md](guidelines.md).", ""]
     write_report(out, "report", lines)
 
 

@@ -148,7 +148,11 @@ def _grown(trials: pd.DataFrame) -> pd.DataFrame:
         & (pd.to_numeric(trials["growth_tokens"], errors="coerce") > 0)
     )
     g = trials[ok].copy()
-    g["growth_frac"] = (g["growth_tokens"] / g["budget_tokens"]).round(4)
+    # the cell's sampled time when the runs table has it (`grow_at`): a slope-triggered or
+    # multi-stage schedule first grows elsewhere, and its seeds must stay one cell
+    measured = g["growth_tokens"] / g["budget_tokens"]
+    sampled = pd.to_numeric(g.get("grow_at", pd.Series(math.nan, index=g.index)), errors="coerce")
+    g["growth_frac"] = sampled.where(sampled.notna(), measured).round(4)
     g["factor"] = pd.to_numeric(g["factor"], errors="coerce").fillna(-1).round(3)
     return g
 
