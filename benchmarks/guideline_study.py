@@ -319,7 +319,30 @@ def predict(quick: bool) -> None:
         lines += [f"## {g.name} (target {g.target}, {g.tokens(SEQ_LEN * BATCH):,} tokens)", ""]
         lines += ["Predicted schedules (`python -m raygrow.search --warm-start` ranks them):", ""]
         lines += ["```", preview_warm_start(g, out / "guidelines.csv", quick), "```", ""]
+        lines += timing_law_prediction(g, table)
     write_report(out, "prediction", lines)
+
+
+def timing_law_prediction(g: Group, table: Path) -> list[str]:
+    """The fitted timing law's d* at the held-out group, per family that could be fitted."""
+    import pandas as pd
+
+    from raygrow.analysis.report import analyse
+
+    res = analyse(pd.read_parquet(table), n_boot=1000)
+    n, d = float(g.n_params()), float(g.tokens(SEQ_LEN * BATCH))
+    lines = ["Timing law (per (g, operator) family, fitted on the fit groups):", ""]
+    for (factor, op), fit in res["fits"].items():
+        if not fit.ok:
+            lines.append(f"- g={factor:g} {op}: no fit ({fit.note.split(';')[0]})")
+            continue
+        x = 10 ** float(fit.predict(n, 6 * n * d)[0])
+        lo, hi = (10 ** float(v[0]) for v in fit.band(n, 6 * n * d))
+        lines.append(
+            f"- g={factor:g} {op}: d* = {x:,.0f} tokens = {x / d:.2f} of the budget "
+            f"(95% band {lo / d:.2f}-{hi / d:.2f})"
+        )
+    return [*lines, ""]
 
 
 def preview_warm_start(g: Group, csv: Path, quick: bool) -> str:
