@@ -21,7 +21,8 @@ The design, fixed here before any run (see GROUPS, SEARCHES, PARTS):
   8x32@20 is the held-out group (a larger budget than any fitted 8-layer group); 8x48@20 does
   not fit the 4-hour envelope (about 2.5 h alone) and is skipped.
 - LR schedule WSD (decay over the last 20 %), growth in the stable phase; the scratch frontier
-  is the full-budget run plus cooldown branches at 25/50/75 % (prefix store).
+  is the full-budget run plus cooldown branches at 25/50/75 % and longer runs at 150/200 % that
+  continue its stable phase (prefix store).
 - Axes: g in {2, 4} (4-layer targets) or {2, 4, 8} (8-layer; g = 8 = 1 layer -> 8) x growth
   time in {0.1, 0.2, 0.4, 0.6} of the budget, stacking (`search_spaces.guideline`), seeds 0, 1.
   In 8x32@5 also zero init (no function preservation), G_stack as Du et al. ran it, Staged
@@ -101,7 +102,10 @@ QUICK_GROUPS = {
 GRID_SEEDS = "0,1"
 CONFIRM_SEED = "2"
 HELDOUT_SEEDS = "0,1,2"
-BASELINE_FRACS = "0.25,0.5,0.75"
+BASELINE_FRACS = "0.25,0.5,0.75,1.5,2"
+"""Scratch past the budget (1.5x, 2x): a pilot of 4x32@5 without them (run before any result
+was kept, then discarded) had nearly every grown cell beat the full-budget scratch run, i.e. a
+lower bound only; the longer budgets measure those speedups."""
 SEQ_LEN, BATCH = 128, 8
 EVALS_PER_RUN = 16
 

@@ -3,8 +3,8 @@
 The rules are the results core's (`raygrow.results`): frontiers per experiment with paired or
 pooled seeds, speedup with bounds, and the one validity rule. This module turns the trials
 table (one row per MLflow run) into `TrialRecord`s and the verdicts back into columns.
-A scratch run's budget fraction is its token budget over the experiment's largest scratch
-budget (FLOPs when the budget is unknown).
+A scratch run's budget fraction is its token budget over the search's budget (its grown and
+small arms' budget; longer scratch budgets are > 1), else over the largest scratch budget.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import pandas as pd
 
 from raygrow.results import TrialRecord, compare
 from raygrow.results import validity as _validity
+from raygrow.results.records import MAX_BUDGET_FRAC
 
 
 def _number(value: Any) -> float | None:
@@ -27,14 +28,22 @@ def _number(value: Any) -> float | None:
 
 
 def _budget_fracs(g: pd.DataFrame) -> pd.Series:
-    """Budget fraction of each row: scratch runs relative to the largest scratch budget."""
+    """Budget fraction of each row: a scratch run's budget over the search's budget (the budget
+    of its grown and small arms; scratch runs may be longer), else over the largest scratch
+    budget when the experiment has no other arm."""
     fracs = pd.Series(1.0, index=g.index)
     scratch = g[g["arm"] == "scratch"]
+    others = g[g["arm"] != "scratch"]
     for col in ("budget_tokens", "flops"):
         values = pd.to_numeric(scratch[col], errors="coerce")
-        top = values.max()
-        if values.notna().all() and top > 0:
-            fracs.loc[scratch.index] = (values / top).clip(lower=1e-9, upper=1.0)
+        if col == "budget_tokens":
+            ref = pd.to_numeric(others[col], errors="coerce").max()
+        else:  # FLOPs of other arms differ from the target's: only the largest scratch run
+            ref = math.nan
+        if not (math.isfinite(ref) and ref > 0):
+            ref = values.max()
+        if values.notna().all() and ref > 0:
+            fracs.loc[scratch.index] = (values / ref).clip(lower=1e-9, upper=MAX_BUDGET_FRAC)
             return fracs
     return fracs
 

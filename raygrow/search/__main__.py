@@ -126,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--baseline-fracs",
-        help="shorter annealed scratch budgets as comma-separated fractions (default "
+        help="other annealed scratch budgets as comma-separated fractions of the budget: >= 2 "
+        "shorter ones, and optionally longer ones (up to 4) so that a schedule beating the "
+        "full-budget scratch run gets a measured speedup, not a bound (default "
         f"{','.join(map(str, d.baseline_fracs))})",
     )
     p.add_argument("--small", help="small-only arm LxD (default: the space's usual start model)")

@@ -30,6 +30,7 @@ from typing import Any
 from raygrow.config import ModelConfig
 from raygrow.errors import ConfigError
 from raygrow.flops import flops_per_token
+from raygrow.results.records import MAX_BUDGET_FRAC
 from raygrow.train.config import TrainConfig, load_config_file
 
 CONFIG_FILE = "search.json"
@@ -232,9 +233,13 @@ class SearchConfig:
                 f"--growth-lag-tokens={self.growth_lag_tokens} must be >= 0",
             ),
             (
-                len(self.baseline_fracs) >= 2 and all(0 < f < 1 for f in self.baseline_fracs),
-                f"baseline fractions {list(self.baseline_fracs)} must be >= 2 values in (0, 1): "
-                "speedup needs scratch at several annealed budgets",
+                sum(0 < f < 1 for f in self.baseline_fracs) >= 2
+                and all(0 < f <= MAX_BUDGET_FRAC and f != 1 for f in self.baseline_fracs)
+                and len(set(self.baseline_fracs)) == len(self.baseline_fracs),
+                f"baseline fractions {list(self.baseline_fracs)} must be distinct, >= 2 of them "
+                f"in (0, 1) (speedup needs scratch at several annealed budgets) and any others in "
+                f"(1, {MAX_BUDGET_FRAC:g}] (longer scratch budgets measure speedups past the "
+                "full budget instead of bounding them)",
             ),
         ]
         found = [message for ok, message in checks if not ok] + self._warm_start_problems()

@@ -29,12 +29,15 @@ def arm_steps(cfg: SearchConfig, frac: float) -> int:
 
 def prefix_landmarks(cfg: SearchConfig) -> frozenset[int]:
     """Steps at which un-grown states are stored besides evaluations: under WSD the decay
-    start of every scratch budget, so that the shorter budgets' runs branch off the longest
-    one's stable phase (one trunk, a cooldown branch per budget)."""
+    start of every scratch budget (and of the full one when longer budgets exist), so that the
+    other budgets' runs branch off one stable phase (one trunk, a cooldown branch per budget)."""
     train = cfg.base_train()
     if train.lr_schedule != "wsd":
         return frozenset()
-    steps = (arm_steps(cfg, frac) for frac in cfg.baseline_fracs)
+    fracs = list(cfg.baseline_fracs)
+    if any(f > 1 for f in fracs):  # a longer budget continues the full run's trunk from its end
+        fracs.append(1.0)
+    steps = (arm_steps(cfg, frac) for frac in fracs)
     return frozenset(wsd_decay_start(total, train.wsd_decay_frac) for total in steps)
 
 

@@ -221,13 +221,17 @@ def search_wiring(cfg: SearchConfig) -> Wiring:
 def baseline_stages(cfg: SearchConfig) -> list[tuple[str, list[str]]]:
     """The baseline arms in the Tune runs that train them, in order.
 
-    One run of every arm, except where a shorter scratch budget can branch off the full-budget
-    run's stable phase (WSD or constant LR with prefix sharing): then the full-budget arms run
-    first and the shorter budgets (`frontier`) after them, so that each finds its trunk stored
-    and trains only its cooldown. Nothing waits on anything inside a run."""
+    One run of every arm, except where a scratch budget can branch off the full-budget run's
+    stable phase (WSD or constant LR with prefix sharing): then the full-budget arms run first
+    and the other budgets (`frontier`) after them, shorter ones first, longer ones in rising
+    order, so that each finds its trunk stored and trains only its cooldown (a longer one: from
+    the previous trunk's end). Nothing waits on anything inside a run."""
     arms = baseline_arms(cfg)
     full = [name for name, arm in arms.items() if arm["frac"] == 1.0]
-    shorter = [name for name in arms if name not in full]
+    shorter = sorted(
+        (n for n in arms if n not in full),
+        key=lambda n: (arms[n]["frac"] > 1, abs(arms[n]["frac"] - 1)),
+    )
     if cfg.share_prefixes and cfg.base_train().lr_schedule != "cosine" and shorter:
         return [(BASELINES, full), (FRONTIER, shorter)]
     return [(BASELINES, list(arms))]

@@ -82,6 +82,23 @@ def test_test_split_speedup_uses_test_finals_only() -> None:
     assert math.isnan(out.at["u", "speedup_test_vs_scratch"])
 
 
+def test_longer_scratch_budgets_measure_what_was_a_bound() -> None:
+    """A grown run beating the full-budget scratch run is a lower bound with a frontier that ends
+    at the budget, and a measured speedup once scratch also ran at 2x (fractions are relative
+    to the search's budget, the small arm's, not to the longest scratch run)."""
+    small = row("small", 2e12, 1.95, budget_tokens=4e6)
+    grown = row("grown", 2e12, 1.75, budget_tokens=4e6, growth_tokens=1e5)
+    bounded = add_speedups(pd.DataFrame([*SCRATCH, small, grown])).set_index("trial_id")
+    assert bounded.at["grown-2e+12-0", "speedup_bound"] == "lower"
+    longer = row("scratch", 8e12, 1.7, budget_tokens=8e6)
+    out = add_speedups(pd.DataFrame([*SCRATCH, longer, small, grown])).set_index("trial_id")
+    g = out.loc["grown-2e+12-0"]
+    assert g["speedup_bound"] == "exact"  # 1.75: half-way between 4e12 and 8e12 in log C
+    assert g["speedup_vs_scratch"] == pytest.approx(math.sqrt(2) * 4e12 / 2e12)
+    v = validity(pd.DataFrame([*SCRATCH, longer, small])).iloc[0]
+    assert v["scratch_loss"] == 1.8  # the full budget's run, not the 2x one
+
+
 def test_seed_pairing_and_pooling() -> None:
     s1 = [row("scratch", f, v + 0.02, seed=1) for f, v in ((1e12, 2.0), (2e12, 1.9), (4e12, 1.8))]
     df = pd.DataFrame(

@@ -10,6 +10,7 @@ import pytest
 from fixtures.search_runs import small_cfg
 from optuna.trial import TrialState
 
+from raygrow.errors import ConfigError
 from raygrow.search.__main__ import build_parser, config_from_args, main
 from raygrow.search.lineage import (
     baselines_mismatch,
@@ -39,6 +40,24 @@ def test_wsd_frontier_runs_after_the_full_budget(tmp_path: Path) -> None:
     )
     assert len(baseline_stages(wsd.replace(share_prefixes=False))) == 1
     assert prefix_store_of(wsd.replace(share_prefixes=False)) is None
+
+
+def test_longer_scratch_budgets_extend_the_frontier(tmp_path: Path) -> None:
+    """Budgets past the full one (1.5x, 2x) run in the frontier after the shorter ones, rising,
+    each branching where the previous trunk ends; their decay starts are landmarks."""
+    base = small_cfg(tmp_path)
+    wsd = small_cfg(
+        tmp_path, train=base.train.replace(lr_schedule="wsd"), baseline_fracs=(0.5, 0.75, 2.0, 1.5)
+    )
+    stages = dict(baseline_stages(wsd))
+    assert [a.split("@")[1] for a in stages[FRONTIER]] == [
+        "75% budget", "50% budget", "150% budget", "200% budget"
+    ]  # fmt: skip
+    # 160 steps: 1.5x = 240 steps decays from 192, 2x = 320 steps from 256, the full run 128
+    assert prefix_landmarks(wsd) == {64, 96, 128, 192, 256}
+    for bad in ((0.5, 1.5), (0.5, 0.75, 1.0), (0.5, 0.75, 5.0), (0.5, 0.5, 1.5)):
+        with pytest.raises(ConfigError, match="baseline fractions"):
+            small_cfg(tmp_path, baseline_fracs=bad)
 
 
 def test_seed_replicates_multiply_trials(tmp_path: Path) -> None:

@@ -101,6 +101,22 @@ def test_wsd_branch_equals_a_separate_run(tmp_path: Path) -> None:
     assert branch.final["test_loss"] == alone.final["test_loss"]
 
 
+def test_longer_wsd_budget_continues_the_trunk(tmp_path: Path) -> None:
+    """A longer WSD scratch budget (60 steps, the search's 1.5x frontier point) resumes the
+    40-step run's stable phase where it ends (its decay start, 32: a landmark, as the search
+    makes it when longer budgets exist) and equals a separate run."""
+    landmarks = frozenset({wsd_decay_start(40, 0.2), wsd_decay_start(60, 0.2)})
+    store = PrefixStore(tmp_path / "store", landmarks=landmarks)
+    train(config(tmp_path / "full", lr_schedule="wsd"), verbose=False, prefixes=store)
+    longer = config(tmp_path / "longer", steps=60, lr_schedule="wsd")
+    branch = train(longer, verbose=False, prefixes=store)
+    alone = train(longer.replace(out_dir=str(tmp_path / "alone")), verbose=False)
+    assert [r["step"] for r in branch.history if r.get("reused")] == [0, 10, 20, 30]
+    assert branch.final["flops_reused"] == pytest.approx(alone.final["flops"] * 32 / 60)
+    assert curve(branch) == curve(alone)
+    same_state(branch, alone)
+
+
 def test_finished_run_is_reused_whole_and_cosine_budgets_do_not_share(tmp_path: Path) -> None:
     store = PrefixStore(tmp_path / "store")
     first = train(config(tmp_path / "a", model=START), verbose=False, prefixes=store)
