@@ -25,6 +25,8 @@ The design, fixed here before any run (see GROUPS, SEARCHES, PARTS):
   continue its stable phase (prefix store).
 - Axes: g in {2, 4} (4-layer targets) or {2, 4, 8} (8-layer; g = 8 = 1 layer -> 8) x growth
   time in {0.1, 0.2, 0.4, 0.6} of the budget, stacking (`search_spaces.guideline`), seeds 0, 1.
+  Growth time 0.7 (`late` searches) was ADDED AFTER SEEING RESULTS: both 4x32 grids had their
+  best time at 0.6, the last one searched.
   In 8x32@5 also zero init (no function preservation), G_stack as Du et al. ran it, Staged
   Training's recipe and the incremental negative control (g in {2, 4} x time in {0.2, 0.4}).
 - Seeds: 2 per grid cell; a confirmation search adds seed 2 to each fit group's scratch
@@ -77,7 +79,7 @@ class Group:
 class Search:
     name: str
     group: str
-    kind: str  # grid | operators | confirm | heldout
+    kind: str  # grid | late | operators | confirm | heldout
     args: tuple[str, ...] = ()
 
 
@@ -117,6 +119,7 @@ def searches(quick: bool) -> dict[str, Search]:
         slug = g.name.replace("@", "_")
         if g.role == "fit":
             out.append(Search(f"{slug}-grid", g.name, "grid"))
+            out.append(Search(f"{slug}-late", g.name, "late"))  # added after seeing results
             if g.name in ("8x32@5", "4x16@5"):
                 out.append(Search(f"{slug}-operators", g.name, "operators"))
             out.append(Search(f"{slug}-confirm", g.name, "confirm"))
@@ -127,14 +130,17 @@ def searches(quick: bool) -> dict[str, Search]:
 
 PARTS = {
     "1": ["4x32_5-grid", "4x32_20-grid", "8x32_5-grid"],
-    "2": ["8x32_5-operators", "4x32_5-confirm", "4x32_20-confirm", "8x32_5-confirm"],
-    "3": ["8x48_5-grid"],
-    "4": ["8x48_5-confirm"],
-    "5": ["8x32_20-heldout"],  # after --predict (its prediction is committed first)
+    # parts 2-5 regrouped after part 1 (not yet run then); the `late` searches were ADDED AFTER
+    # SEEING RESULTS: the 4x32 grids had their best growth time at the last one searched (0.6)
+    "2": ["4x32_5-late", "4x32_20-late", "8x32_5-late", "4x32_5-confirm", "4x32_20-confirm"],
+    "3": ["8x32_5-confirm", "8x32_5-operators"],
+    "4": ["8x48_5-grid"],
+    "5": ["8x48_5-late", "8x48_5-confirm"],
+    "6": ["8x32_20-heldout"],  # after --predict (its prediction committed first)
 }
 QUICK_PARTS = {
     "1": ["4x16_5-grid", "4x24_10-grid", "4x16_5-operators"],
-    "2": ["4x16_5-confirm", "4x24_10-confirm"],
+    "2": ["4x16_5-late", "4x24_10-late", "4x16_5-confirm", "4x24_10-confirm"],
     "3": ["4x16_10-heldout"],
 }
 
@@ -189,18 +195,19 @@ def command(s: Search, quick: bool) -> list[str]:
     slug = g.name.replace("@", "_")
     if s.kind == "grid":
         cmd += ["--space", g.space, "--sampler", "grid", "--seeds", GRID_SEEDS]
-    elif s.kind == "operators":
-        cmd += ["--space", "study_operators", "--sampler", "grid", "--seeds", GRID_SEEDS]
+    elif s.kind in ("operators", "late"):  # the grid's baselines and prefixes, reused
+        space = "study_operators" if s.kind == "operators" else f"{g.space}_late"
+        cmd += ["--space", space, "--sampler", "grid", "--seeds", GRID_SEEDS]
         cmd += ["--baselines-from", str(runs_dir(quick) / f"{slug}-grid")]
     elif s.kind == "confirm":  # seed 2: baselines + the group's best cell (its guideline row)
         best = best_cell_csv(g, quick)
-        cmd += ["--space", g.space, "--seeds", CONFIRM_SEED, "--num-samples", "1"]
+        cmd += ["--space", f"{g.space}_any", "--seeds", CONFIRM_SEED, "--num-samples", "1"]
         cmd += ["--warm-start", str(best)]
     else:  # heldout: the prediction written by --predict, before this search ran
         pred = results_dir(quick) / "prediction" / "guidelines.csv"
         if not pred.exists():
             raise SystemExit(f"{pred} missing: run --predict (and commit it) before the held-out")
-        cmd += ["--space", g.space, "--seeds", HELDOUT_SEEDS, "--num-samples", "3"]
+        cmd += ["--space", f"{g.space}_any", "--seeds", HELDOUT_SEEDS, "--num-samples", "3"]
         cmd += ["--warm-start", str(pred)]
     return cmd
 
@@ -211,7 +218,8 @@ def best_cell_csv(g: Group, quick: bool) -> Path:
     from raygrow.analysis.speedups import add_speedups
 
     runs = load_parts(quick)
-    mine = runs[(runs["group"] == g.name) & runs["study_search"].str.endswith("-grid")]
+    stack = runs["study_search"].str.endswith("-grid") | runs["study_search"].str.endswith("-late")
+    mine = runs[(runs["group"] == g.name) & stack]
     if mine.empty:
         raise SystemExit(f"no grid results for {g.name}: run its grid part first")
     table = guideline_table(timing_cells(add_speedups(mine)))

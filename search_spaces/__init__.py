@@ -11,7 +11,7 @@ test (tests/test_spaces.py): many samples must turn into valid schedules.
     staged         Staged Training: slope-triggered staged_depth / staged_width
     all_operators  every operator, factor 2, its own parameters
     timing_factor  G_stack factor g in {2,3,4,6} x growth time, categorical (grid-able)
-    study_g24, study_g248, study_operators
+    study_g24, study_g248, study_operators (+ _late, _any variants)
                    the guideline study's grids and the papers' recipes (search_spaces.guideline)
 """
 
@@ -21,7 +21,15 @@ from collections.abc import Callable
 from typing import Any
 
 from search_spaces.depth import default, gstack, timing_factor
-from search_spaces.guideline import study_g24, study_g248, study_operators
+from search_spaces.guideline import (
+    study_g24,
+    study_g24_any,
+    study_g24_late,
+    study_g248,
+    study_g248_any,
+    study_g248_late,
+    study_operators,
+)
 from search_spaces.mixed import all_operators
 from search_spaces.staged import staged
 from search_spaces.width import width
@@ -36,6 +44,10 @@ SPACES: dict[str, Callable[[Any], dict[str, Any]]] = {
     "study_g24": study_g24,
     "study_g248": study_g248,
     "study_operators": study_operators,
+    "study_g24_late": study_g24_late,
+    "study_g248_late": study_g248_late,
+    "study_g24_any": study_g24_any,
+    "study_g248_any": study_g248_any,
 }
 
 __all__ = [
@@ -45,7 +57,11 @@ __all__ = [
     "gstack",
     "staged",
     "study_g24",
+    "study_g24_any",
+    "study_g24_late",
     "study_g248",
+    "study_g248_any",
+    "study_g248_late",
     "study_operators",
     "timing_factor",
     "width",

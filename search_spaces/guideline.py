@@ -9,6 +9,12 @@ enqueue a guideline's schedule into them.
                      1 layer -> 8, Deep Progressive Training's shape)
     study_operators  zero (no function preservation) vs the papers' recipes and the incremental
                      negative control, g in {2, 4} x growth time in {0.2, 0.4}
+    study_g24_late, study_g248_late
+                     the same factors at growth time 0.7 -- ADDED AFTER SEEING RESULTS: the
+                     first two groups' grids had their best time at the last one searched (0.6)
+    study_g24_any, study_g248_any
+                     every time above (0.1 ... 0.7): what a warm start snaps into (the
+                     confirmation and held-out searches)
 
 Recipes as the papers ran them (scaled to runs of hundreds of steps, not 300k):
     gstack_du2024    G_stack (Du et al. 2024, released code): stack the trained blocks, a fresh
@@ -31,21 +37,42 @@ from search_spaces._common import stage
 
 TIMES = [0.1, 0.2, 0.4, 0.6]
 """Growth times (fractions of the budget), all in WSD's stable phase (decay: the last 20 %)."""
+LATE_TIMES = [0.7]
+"""Added after seeing the 4x32 grids (best time = the last searched, 0.6); still in WSD's stable
+phase (decay from 0.8)."""
 OPERATOR_TIMES = [0.2, 0.4]
 REWARM_STEPS = 20
 RECIPES = ("gstack_du2024", "staged_shen2022", "incremental")
 
 
 def study_g24(trial: Any) -> dict[str, Any]:
-    g = trial.suggest_categorical("g", [2, 4])
-    at = trial.suggest_categorical("grow_at", TIMES)
-    return {"stages": [stage("stack", g, at=at)]}
+    return _stack_grid(trial, [2, 4], TIMES)
 
 
 def study_g248(trial: Any) -> dict[str, Any]:
-    g = trial.suggest_categorical("g", [2, 4, 8])
-    at = trial.suggest_categorical("grow_at", TIMES)
+    return _stack_grid(trial, [2, 4, 8], TIMES)
+
+
+def _stack_grid(trial: Any, factors: list[int], times: list[float]) -> dict[str, Any]:
+    g = trial.suggest_categorical("g", factors)
+    at = trial.suggest_categorical("grow_at", times)
     return {"stages": [stage("stack", g, at=at)]}
+
+
+def study_g24_late(trial: Any) -> dict[str, Any]:
+    return _stack_grid(trial, [2, 4], LATE_TIMES)
+
+
+def study_g248_late(trial: Any) -> dict[str, Any]:
+    return _stack_grid(trial, [2, 4, 8], LATE_TIMES)
+
+
+def study_g24_any(trial: Any) -> dict[str, Any]:
+    return _stack_grid(trial, [2, 4], TIMES + LATE_TIMES)
+
+
+def study_g248_any(trial: Any) -> dict[str, Any]:
+    return _stack_grid(trial, [2, 4, 8], TIMES + LATE_TIMES)
 
 
 def recipe(operator: str, g: int, at: float) -> dict[str, Any]:

@@ -61,8 +61,10 @@ def test_parts_cover_every_search_in_a_valid_order() -> None:
         pos = {n: i for i, n in enumerate(order)}
         for name, s in table.items():
             slug = name.rsplit("-", 1)[0]
-            if s.kind in ("operators", "confirm"):
+            if s.kind in ("operators", "confirm", "late"):
                 assert pos[f"{slug}-grid"] < pos[name], name  # needs its grid first
+            if s.kind == "confirm":  # its best cell may be a late one
+                assert pos[f"{slug}-late"] < pos[name], name
             if s.kind == "heldout":  # after every fit search
                 fits = [n for n, t in table.items() if t.kind != "heldout"]
                 assert all(pos[f] < pos[name] for f in fits)

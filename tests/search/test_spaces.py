@@ -34,8 +34,20 @@ TARGETS = {
     "study_g24": "4x32",
     "study_g248": "8x32",
     "study_operators": "8x32",
+    "study_g24_late": "4x32",
+    "study_g248_late": "8x32",
+    "study_g24_any": "4x32",
+    "study_g248_any": "8x32",
 }
-SINGLE_OPERATOR = {"timing_factor", "study_g24", "study_g248"}
+SINGLE_OPERATOR = {
+    "timing_factor",
+    "study_g24",
+    "study_g248",
+    "study_g24_late",
+    "study_g248_late",
+    "study_g24_any",
+    "study_g248_any",
+}
 """Spaces that sweep one operator's timing/factor on purpose (no operator choice)."""
 
 
