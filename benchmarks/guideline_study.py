@@ -13,7 +13,8 @@ Everything runs through raygrow's own commands: every search is `python -m raygr
 --runs-table runs.parquet`. All searches log to one MLflow store (raygrow_runs/guideline_study/
 mlflow.db, not committed); each finished search's trials are collected into
 benchmarks/results/guideline_study/parts/<search>.parquet (committed), so the study can stop
-after any part and continue in a later session. A part skips searches whose table exists.
+after any part and continue in a later session. A part skips searches whose table exists and
+continues (`python -m raygrow.search --resume`) one that was interrupted mid-search.
 
 The design, fixed here before any run (see GROUPS, SEARCHES, PARTS):
 - Targets 4x32, 8x32, 8x48 (non-embedding N = 66k, 132k, 296k: a 4.5x span) at about 5 and 20
@@ -237,11 +238,14 @@ def run_search(s: Search, quick: bool) -> None:
         print(f"{s.name}: done already ({table.relative_to(ROOT)})")
         return
     cmd = command(s, quick)
+    exp = runs_dir(quick) / s.name
+    if (exp / "search.json").exists():  # a part stopped mid-search: continue it, not anew
+        cmd = [sys.executable, "-m", "raygrow.search", "--resume", str(exp)]
     log = runs_dir(quick) / f"{s.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    print(f"{s.name}: running ({log})", flush=True)
+    print(f"{s.name}: {'resuming' if '--resume' in cmd else 'running'} ({log})", flush=True)
     t0 = time.time()
-    with log.open("w") as fh:
+    with log.open("a") as fh:
         fh.write(" ".join(cmd) + "\n")
         fh.flush()
         proc = subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=code_env())
