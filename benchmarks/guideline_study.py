@@ -418,6 +418,11 @@ def analyse(quick: bool, started: float) -> None:
             "selection on the validation split; final numbers also on the held-out test split",
         ],
     )
+    done = {p.stem for p in (out / "parts").glob("*.parquet")}
+    plan = QUICK_PARTS if quick else PARTS
+    todo = [f"part {k}" for k, names in plan.items() if not set(names) <= done]
+    status = "complete" if not todo else f"IN PROGRESS: {', '.join(todo)} not yet run"
+    lines += [f"**Study status: {status}.** Numbers below cover the finished searches only.", ""]
     lines += ["## Searches run (each `python -m raygrow.search`, commands in parts/*.json)", ""]
     view = pd.DataFrame(metas)
     if not view.empty:
