@@ -22,6 +22,7 @@ A best time at the edge of the searched times is flagged `at_edge` (the optimum 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -164,17 +165,7 @@ def timing_cells(trials: pd.DataFrame) -> pd.DataFrame:
     for key, sub in g.groupby(CELL_KEYS, sort=True):
         sub = sub.sort_values("seed")
         values = sub["speedup_vs_scratch"].astype(float).tolist()
-        bound = _bound_of([str(b) for b in sub.get("speedup_bound", pd.Series(dtype=str))])
-        mean, low, high = _interval(values, bound)
         test = pd.to_numeric(sub.get("test_loss", pd.Series(math.nan, index=sub.index)))
-        test_speedups = pd.to_numeric(
-            sub.get("speedup_test_vs_scratch", pd.Series(math.nan, index=sub.index))
-        )
-        if test_speedups.notna().all():
-            test_bound = _bound_of([str(b) for b in sub["speedup_test_bound"]])
-            t_mean, t_low, t_high = _interval(test_speedups.astype(float).tolist(), test_bound)
-        else:
-            test_bound, t_mean, t_low, t_high = "", math.nan, math.nan, math.nan
         first = sub.iloc[0]
         rows.append(
             {
@@ -185,21 +176,30 @@ def timing_cells(trials: pd.DataFrame) -> pd.DataFrame:
                 "tokens_per_param": float(first["tokens_per_param"]),
                 "growth_tokens": float(sub["growth_tokens"].mean()),
                 "n_seeds": len(values),
-                "speedup_mean": mean,
-                "speedup_ci_low": low,
-                "speedup_ci_high": high,
-                "speedup_bound": bound,
+                **_seed_summary(sub, "speedup_vs_scratch", "speedup_bound", "speedup"),
                 "speedup_per_seed": " ".join(f"{v:.3f}" for v in values),
                 "seeds": " ".join(str(s) for s in sub["seed"].tolist()),
                 "val_loss_mean": float(sub["val_loss"].mean()),
                 "test_loss_mean": float(test.mean()) if test.notna().any() else math.nan,
-                "speedup_test_mean": t_mean,
-                "speedup_test_ci_low": t_low,
-                "speedup_test_ci_high": t_high,
-                "speedup_test_bound": test_bound,
+                **_seed_summary(
+                    sub, "speedup_test_vs_scratch", "speedup_test_bound", "speedup_test"
+                ),
             }
         )
     return pd.DataFrame(rows)
+
+
+def _seed_summary(sub: pd.DataFrame, value: str, bound: str, prefix: str) -> dict[str, Any]:
+    """`<prefix>_mean/_ci_low/_ci_high/_bound` over the cell's seeds (NaN when a seed lacks it)."""
+    values = pd.to_numeric(sub.get(value, pd.Series(math.nan, index=sub.index)))
+    if values.isna().any():
+        kind, mean, low, high = "", math.nan, math.nan, math.nan
+    else:
+        marks = sub.get(bound, pd.Series("", index=sub.index))
+        kind = _bound_of([str(b) for b in marks])
+        mean, low, high = _interval(values.astype(float).tolist(), kind)
+    keys = ("mean", "ci_low", "ci_high", "bound")
+    return {f"{prefix}_{k}": v for k, v in zip(keys, (mean, low, high, kind), strict=True)}
 
 
 def _sort_key(row: pd.Series) -> tuple[float, float]:
