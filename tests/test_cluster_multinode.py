@@ -30,6 +30,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from fixtures.ports import free_ports
 
 pytestmark = pytest.mark.ray
 
@@ -40,21 +41,17 @@ JOB_TIMEOUT_S = 300
 OWNER_ENV = "RAYGROW_TEST_CLUSTER"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def node_ports() -> list[str]:
-    """Every port a raylet opens, chosen free on loopback (other engineers run Ray here too)."""
+def node_ports(ports: list[int]) -> list[str]:
+    """Every port a raylet opens: 6 of the ports chosen free on loopback (other engineers run
+    Ray here too)."""
+    manager, objects, agent, agent_grpc, metrics, runtime_env = ports
     return [
-        f"--node-manager-port={free_port()}",
-        f"--object-manager-port={free_port()}",
-        f"--dashboard-agent-listen-port={free_port()}",
-        f"--dashboard-agent-grpc-port={free_port()}",
-        f"--metrics-export-port={free_port()}",
-        f"--runtime-env-agent-port={free_port()}",
+        f"--node-manager-port={manager}",
+        f"--object-manager-port={objects}",
+        f"--dashboard-agent-listen-port={agent}",
+        f"--dashboard-agent-grpc-port={agent_grpc}",
+        f"--metrics-export-port={metrics}",
+        f"--runtime-env-agent-port={runtime_env}",
         "--min-worker-port=0",  # 0/0: workers bind OS-chosen ports
         "--max-worker-port=0",
     ]
@@ -91,8 +88,8 @@ class LoopbackCluster:
         # short path: Ray's Unix sockets live below it (108-byte limit)
         self.root = Path(tempfile.mkdtemp(prefix="rgc-", dir="/tmp"))
         self.temp_dir = self.root / "ray"
-        self.port = free_port()
-        self.dashboard_port = free_port()
+        # every port of both nodes at once, so that no two of them coincide
+        self.port, self.dashboard_port, self.client_port, *self.node_port_pool = free_ports(15)
         self.address = f"127.0.0.1:{self.port}"
         self.dashboard_url = f"http://127.0.0.1:{self.dashboard_port}"
         # what cluster.yaml exports before `ray start --head`; jobs must inherit it
@@ -139,19 +136,24 @@ class LoopbackCluster:
             [
                 "--head",
                 f"--port={self.port}",
-                f"--ray-client-server-port={free_port()}",
+                f"--ray-client-server-port={self.client_port}",
                 "--include-dashboard=true",
                 "--dashboard-host=127.0.0.1",
                 f"--dashboard-port={self.dashboard_port}",
                 '--resources={"train_driver": 4, "node_a": 1}',
                 *common,
-                *node_ports(),
+                *node_ports(self.node_port_pool[:6]),
             ],
         )
         self._wait_for_port(self.port)
         self._start(
             "worker",
-            [f"--address={self.address}", '--resources={"node_b": 1}', *common, *node_ports()],
+            [
+                f"--address={self.address}",
+                '--resources={"node_b": 1}',
+                *common,
+                *node_ports(self.node_port_pool[6:]),
+            ],
         )
         self.node_ids = self.query(
             """

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures.mlflow_server import free_port, local_server
+from fixtures.mlflow_server import local_server
 from fixtures.mlflow_store import sqlite_store
+from fixtures.ports import free_port
 
 from raygrow.export import main
 from raygrow.model import ModelConfig, Transformer

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.mlflow_server import free_port, local_server
+from fixtures.mlflow_server import local_server
 from fixtures.mlflow_store import sqlite_store
+from fixtures.ports import free_port
 
 from raygrow.errors import ConfigError
 from raygrow.results import status_kind
