@@ -175,6 +175,9 @@ def group_file(g: Group, quick: bool) -> Path:
         "seq_len": SEQ_LEN,
         "batch_size": BATCH,
         "lr_schedule": "wsd",
+        # pinned since part 3: `auto` measures bf16 on each machine (parts 1-2 ran `auto`, which
+        # resolved to fp32 on their AVX2 CPU); one precision across the whole study
+        "precision": "fp32",
         "warmup_steps": max(5, steps // 20),
         "eval_every_tokens": max(1, steps // EVALS_PER_RUN) * step,
     }
@@ -199,7 +202,11 @@ def command(s: Search, quick: bool) -> list[str]:
     elif s.kind in ("operators", "late"):  # the grid's baselines and prefixes, reused
         space = "study_operators" if s.kind == "operators" else f"{g.space}_late"
         cmd += ["--space", space, "--sampler", "grid", "--seeds", GRID_SEEDS]
-        cmd += ["--baselines-from", str(runs_dir(quick) / f"{slug}-grid")]
+        grid = runs_dir(quick) / f"{slug}-grid"
+        if (grid / "search.json").exists():
+            cmd += ["--baselines-from", str(grid)]
+        else:  # its folder is gone (a later session): the same baseline seeds are trained again
+            print(f"{s.name}: {grid} is gone; its baselines are trained again", flush=True)
     elif s.kind == "confirm":  # seed 2: baselines + the group's best cell (its guideline row)
         best = best_cell_csv(g, quick)
         cmd += ["--space", f"{g.space}_any", "--seeds", CONFIRM_SEED, "--num-samples", "1"]
@@ -275,11 +282,19 @@ def collect(s: Search, quick: bool, wall: float, cmd: list[str]) -> None:
     summary = exp_summary(runs_dir(quick) / s.name)
     meta = {"search": s.name, "group": g.name, "kind": s.kind, "wall_s": round(wall, 1)}
     meta |= {"commit": git_commit(), "load_avg_end": [round(x, 2) for x in os.getloadavg()]}
+    meta |= {"cpu": machine()}
     meta |= {"trials": len(df), "command": " ".join(cmd[1:]), **summary}
     (parts / f"{s.name}.json").write_text(json.dumps(meta, indent=1) + "\n")
     print(
         f"{s.name}: {len(df)} trials in {wall / 60:.1f} min -> {parts / s.name}.parquet", flush=True
     )
+
+
+def machine() -> str:
+    """The CPU that ran a part (parts run in different sessions, on different CPUs)."""
+    from raygrow.train.precision import node_key
+
+    return node_key()
 
 
 def exp_summary(exp: Path) -> dict[str, Any]:

@@ -5,6 +5,7 @@ and a held-out group that is not among the fitted ones."""
 from __future__ import annotations
 
 import itertools
+import json
 import sys
 from pathlib import Path
 
@@ -78,7 +79,15 @@ def test_commands_are_raygrow_search_with_fixed_arms(tmp_path, monkeypatch) -> N
     joined = " ".join(cmd)
     for flag in ("--sampler grid", "--scheduler fifo", "--lr-schedule wsd", "--seeds 0,1"):
         assert flag in joined
-    ops = " ".join(study.command(study.searches(False)["8x32_5-operators"], False))
-    assert "--space study_operators" in ops and "--baselines-from" in ops
+    operators = study.searches(False)["8x32_5-operators"]
+    ops = " ".join(study.command(operators, False))  # the grid's folder is gone: retrain
+    assert "--space study_operators" in ops and "--baselines-from" not in ops
+    grid = study.runs_dir(False) / "8x32_5-grid"
+    grid.mkdir(parents=True)
+    (grid / "search.json").write_text("{}")
+    ops = " ".join(study.command(operators, False))  # it is there: reuse its baselines
+    assert f"--baselines-from {grid}" in ops
+    settings = json.loads(study.group_file(study.GROUPS["8x32@5"], False).read_text())
+    assert settings["precision"] == "fp32"  # never `auto`: one precision on every CPU
     with pytest.raises(SystemExit, match="run --predict"):
         study.command(study.searches(False)["8x32_20-heldout"], False)
