@@ -265,6 +265,7 @@ def run_search(s: Search, quick: bool) -> None:
 def collect(s: Search, quick: bool, wall: float, cmd: list[str]) -> None:
     """The finished search's trials (from MLflow) -> parts/<search>.parquet + .json."""
     from raygrow.analysis.collect import collect_runs
+    from raygrow.train.precision import node_key
 
     groups = QUICK_GROUPS if quick else GROUPS
     g = groups[s.group]
@@ -282,19 +283,12 @@ def collect(s: Search, quick: bool, wall: float, cmd: list[str]) -> None:
     summary = exp_summary(runs_dir(quick) / s.name)
     meta = {"search": s.name, "group": g.name, "kind": s.kind, "wall_s": round(wall, 1)}
     meta |= {"commit": git_commit(), "load_avg_end": [round(x, 2) for x in os.getloadavg()]}
-    meta |= {"cpu": machine()}
+    meta |= {"cpu": node_key()}  # parts run in different sessions, on different CPUs
     meta |= {"trials": len(df), "command": " ".join(cmd[1:]), **summary}
     (parts / f"{s.name}.json").write_text(json.dumps(meta, indent=1) + "\n")
     print(
         f"{s.name}: {len(df)} trials in {wall / 60:.1f} min -> {parts / s.name}.parquet", flush=True
     )
-
-
-def machine() -> str:
-    """The CPU that ran a part (parts run in different sessions, on different CPUs)."""
-    from raygrow.train.precision import node_key
-
-    return node_key()
 
 
 def exp_summary(exp: Path) -> dict[str, Any]:

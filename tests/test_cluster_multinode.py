@@ -30,7 +30,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from fixtures.ports import free_ports
+from fixtures.ports import RAYLET_PORTS, free_ports, raylet_port_args
 
 pytestmark = pytest.mark.ray
 
@@ -39,22 +39,6 @@ RAY_CLI = [PY, "-m", "ray.scripts.scripts"]
 START_TIMEOUT_S = 90
 JOB_TIMEOUT_S = 300
 OWNER_ENV = "RAYGROW_TEST_CLUSTER"
-
-
-def node_ports(ports: list[int]) -> list[str]:
-    """Every port a raylet opens: 6 of the ports chosen free on loopback (other engineers run
-    Ray here too)."""
-    manager, objects, agent, agent_grpc, metrics, runtime_env = ports
-    return [
-        f"--node-manager-port={manager}",
-        f"--object-manager-port={objects}",
-        f"--dashboard-agent-listen-port={agent}",
-        f"--dashboard-agent-grpc-port={agent_grpc}",
-        f"--metrics-export-port={metrics}",
-        f"--runtime-env-agent-port={runtime_env}",
-        "--min-worker-port=0",  # 0/0: workers bind OS-chosen ports
-        "--max-worker-port=0",
-    ]
 
 
 def our_pids(sessions: set[int], text: str) -> list[int]:
@@ -89,7 +73,9 @@ class LoopbackCluster:
         self.root = Path(tempfile.mkdtemp(prefix="rgc-", dir="/tmp"))
         self.temp_dir = self.root / "ray"
         # every port of both nodes at once, so that no two of them coincide
-        self.port, self.dashboard_port, self.client_port, *self.node_port_pool = free_ports(15)
+        self.port, self.dashboard_port, self.client_port, *self.node_port_pool = free_ports(
+            3 + 2 * RAYLET_PORTS
+        )
         self.address = f"127.0.0.1:{self.port}"
         self.dashboard_url = f"http://127.0.0.1:{self.dashboard_port}"
         # what cluster.yaml exports before `ray start --head`; jobs must inherit it
@@ -142,7 +128,7 @@ class LoopbackCluster:
                 f"--dashboard-port={self.dashboard_port}",
                 '--resources={"train_driver": 4, "node_a": 1}',
                 *common,
-                *node_ports(self.node_port_pool[:6]),
+                *raylet_port_args(self.node_port_pool[:RAYLET_PORTS]),
             ],
         )
         self._wait_for_port(self.port)
@@ -152,7 +138,7 @@ class LoopbackCluster:
                 f"--address={self.address}",
                 '--resources={"node_b": 1}',
                 *common,
-                *node_ports(self.node_port_pool[6:]),
+                *raylet_port_args(self.node_port_pool[RAYLET_PORTS:]),
             ],
         )
         self.node_ids = self.query(
