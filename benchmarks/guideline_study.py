@@ -339,7 +339,11 @@ def predict(quick: bool) -> None:
     guidelines_cli(table, out)
     held = [g for g in (QUICK_GROUPS if quick else GROUPS).values() if g.role == "heldout"]
     lines = ["# Held-out prediction (written before the held-out group ran)", ""]
-    lines += [f"- fitted on: {', '.join(sorted(set(load_parts(quick)['group'])))}", ""]
+    from raygrow.search.warm_start import read_guidelines
+
+    left_out = read_guidelines(out / "guidelines.csv").attrs["invalid_groups"]
+    lines += [f"- fitted on: {', '.join(sorted(set(load_parts(quick)['group'])))}"]
+    lines += [f"- left out of the prediction, not valid: {', '.join(left_out) or 'none'}", ""]
     for g in held:
         lines += [f"## {g.name} (target {g.target}, {g.tokens(SEQ_LEN * BATCH):,} tokens)", ""]
         lines += ["Predicted schedules (`python -m raygrow.search --warm-start` ranks them):", ""]

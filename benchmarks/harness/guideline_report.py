@@ -27,9 +27,7 @@ def _iv(values: Sequence[float]) -> str:
 
 def validity_by_group(runs: pd.DataFrame) -> pd.DataFrame:
     """The validity rule per group, every search's seeds of the group pooled."""
-    pooled = runs.assign(experiment=runs["group"])
-    table = validity(pooled).rename(columns={"experiment": "group"})
-    return table
+    return validity(runs, by="group")
 
 
 def verdict(row: pd.Series, threshold: float = 1.0) -> str:

@@ -22,6 +22,7 @@ A best time at the edge of the searched times is flagged `at_edge` (the optimum 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -76,6 +77,7 @@ GUIDELINE_COLUMNS = [
     "loss_best_growth_frac",
     "loss_best_val_loss",
     "loss_at_edge",
+    "valid",
 ]
 
 
@@ -207,8 +209,13 @@ def _sort_key(row: pd.Series) -> tuple[float, float]:
     return (-float(row["speedup_mean"]), float(row["growth_frac"]))
 
 
-def guideline_table(cells: pd.DataFrame) -> pd.DataFrame:
-    """One row per (group, factor, operator): the best growth time under both criteria."""
+def guideline_table(cells: pd.DataFrame, valid: Mapping[str, bool] | None = None) -> pd.DataFrame:
+    """One row per (group, factor, operator): the best growth time under both criteria.
+
+    `valid`: group -> the validity rule's verdict (`speedups.validity(trials, by="group")`);
+    a group where the target does not beat the small model by more than seed noise is the
+    regime where any growth "wins", so the warm start leaves it out. Missing: NaN."""
+    valid = valid or {}
     rows = []
     if cells.empty:
         return pd.DataFrame(columns=GUIDELINE_COLUMNS)
@@ -245,6 +252,7 @@ def guideline_table(cells: pd.DataFrame) -> pd.DataFrame:
                 "loss_best_growth_frac": float(sub["growth_frac"].iloc[by_loss]),
                 "loss_best_val_loss": float(sub["val_loss_mean"].iloc[by_loss]),
                 "loss_at_edge": bool(len(sub) < 3 or by_loss in (0, len(sub) - 1)),
+                "valid": _verdict(valid.get(group)),
             }
         )
     out = pd.DataFrame(rows, columns=GUIDELINE_COLUMNS)
@@ -252,6 +260,11 @@ def guideline_table(cells: pd.DataFrame) -> pd.DataFrame:
         out.groupby("group")["speedup_mean"].rank(ascending=False, method="min").astype(int)
     )
     return out.sort_values(["group", "rank_in_group", "factor"]).reset_index(drop=True)
+
+
+def _verdict(value: Any) -> Any:
+    """True/False, or NaN where the rule could not decide (no small arm, unknown group)."""
+    return bool(value) if isinstance(value, bool | np.bool_) else math.nan
 
 
 def speedup_text(row: pd.Series, prefix: str = "speedup") -> str:

@@ -62,12 +62,14 @@ def analyse(trials: pd.DataFrame, n_boot: int = 1000, form: str = "gstack", seed
     trials = C.label_groups(speedups.add_speedups(trials))
     groups = F.timing_groups(trials)
     cells = C.timing_cells(trials)
+    by_group = speedups.validity(trials, by="group")
+    verdicts = dict(zip(by_group["group"], by_group["valid"], strict=True))
     return {
         "trials": trials,
         "validity": speedups.validity(trials),
         "groups": groups,
         "timing_cells": cells,
-        "guidelines": C.guideline_table(cells),
+        "guidelines": C.guideline_table(cells, verdicts),
         "timing_groups": F.groups_table(groups, seed=seed),
         "fits": F.fit_families(groups, form=form, n_boot=n_boot, seed=seed),
         "factors": rank.factor_table(trials),
@@ -292,7 +294,9 @@ def guideline_section(table: pd.DataFrame) -> list[str]:
         "fixed D later growth also spends fewer FLOPs, so `loss` favours earlier growth). "
         "`edge` = the best time is the first or last one searched: the optimum may lie outside. "
         "Times are fractions of D. Selection is on the validation split; `speedup (test)` is "
-        "the same comparison on the held-out test split (documents never selected on).",
+        "the same comparison on the held-out test split (documents never selected on). "
+        "`group valid` = the target beats the small model alone by more than seed noise "
+        "(validity table); the warm start leaves groups that are not valid out.",
         "",
     ]
     if table.empty:
@@ -317,6 +321,7 @@ def guideline_section(table: pd.DataFrame) -> list[str]:
                 for f, e in zip(table["loss_best_growth_frac"], table["loss_at_edge"], strict=True)
             ],
             "rank": table["rank_in_group"],
+            "group valid": table["valid"],
         }
     )
     return lines + [to_markdown(view), ""]

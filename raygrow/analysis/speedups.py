@@ -115,14 +115,15 @@ VALIDITY_COLUMNS = (
 )
 
 
-def validity(trials: pd.DataFrame) -> pd.DataFrame:
-    """One row per experiment: does the target from scratch beat the small model alone?"""
+def validity(trials: pd.DataFrame, by: str = "experiment") -> pd.DataFrame:
+    """One row per experiment (or per `by` value, e.g. `group`: the seeds of every search of
+    the group pooled): does the target from scratch beat the small model alone?"""
     rows = []
-    for exp, g in trials.groupby("experiment", sort=True):
+    for key, g in trials.groupby(by, sort=True):
         v = _validity(records(g))
         rows.append(
             {
-                "experiment": exp,
+                by: key,
                 "n_seeds_scratch": v.n_seeds_target,
                 "n_seeds_small": v.n_seeds_small,
                 "scratch_loss": v.target_loss,
@@ -134,4 +135,4 @@ def validity(trials: pd.DataFrame) -> pd.DataFrame:
                 "note": v.note,
             }
         )
-    return pd.DataFrame(rows, columns=["experiment", *VALIDITY_COLUMNS])
+    return pd.DataFrame(rows, columns=[by, *VALIDITY_COLUMNS])

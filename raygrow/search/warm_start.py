@@ -123,7 +123,28 @@ def read_guidelines(path: str | Path) -> Any:
     table["operator"] = table["operator"].astype(str).str.strip()
     table["at_edge"] = table["at_edge"].map(_truthy)
     table["speedup_bound"] = table["speedup_bound"].fillna("").astype(str).str.strip()
-    return table.reset_index(drop=True)
+    return _valid_groups_only(table.reset_index(drop=True))
+
+
+def _valid_groups_only(table: Any) -> Any:
+    """Leave out groups the validity rule failed (`valid` false): there the small model alone
+    matches the target, the regime where any growth "wins". Their names go to
+    `table.attrs["invalid_groups"]`; a table with no valid group is kept whole and flagged
+    (`attrs["no_valid_group"]`). Tables without a `valid` column predate it: kept whole."""
+    table.attrs["invalid_groups"], table.attrs["no_valid_group"] = [], False
+    if "valid" not in table.columns:
+        return table
+    known = table["valid"].map(lambda v: isinstance(v, str) or math.isfinite(float(v)))
+    invalid = known & ~table["valid"].map(_truthy)
+    if not invalid.any():
+        return table
+    if invalid.all():
+        table.attrs["no_valid_group"] = True
+        return table
+    kept = table[~invalid].reset_index(drop=True)
+    kept.attrs["invalid_groups"] = sorted(set(table["group"][invalid]))
+    kept.attrs["no_valid_group"] = False
+    return kept
 
 
 def _truthy(value: Any) -> bool:
@@ -390,6 +411,17 @@ def plan(cfg: Any, check: Any = None, log: Callable[[str], None] = print) -> lis
     warning = check_range(table, cfg.target, cfg.tokens, cfg.force)
     if warning:
         log(f"raygrow.search: warning: {warning}")
+    if table.attrs["invalid_groups"]:
+        log(
+            f"{PREFIX} left out groups that are not valid (the target did not beat the small "
+            f"model by more than seed noise): {', '.join(table.attrs['invalid_groups'])}"
+        )
+    if table.attrs["no_valid_group"]:
+        log(
+            f"raygrow.search: warning: no group of {cfg.warm_start} is valid (target within "
+            "seed noise of the small model, where any growth wins); its predictions may not "
+            "carry over"
+        )
     k = min(MAX_SCHEDULES, cfg.num_samples)
     chosen: list[WarmStart] = []
     for pred in predict(table, *query_point(cfg.target, cfg.tokens)):

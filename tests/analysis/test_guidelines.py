@@ -133,6 +133,12 @@ def test_validity_margin_vs_seed_noise() -> None:
     assert v["margin"] == pytest.approx(0.04)
     assert v["valid"] == (0.04 > 2 * noise)
     assert not validity(pd.DataFrame(SCRATCH)).iloc[0]["valid"]  # no small arm: unknown
+    # by group: the seeds of two searches of one group pooled (one seed each alone)
+    split = seeds.assign(experiment=["a", "b", "a", "b"], group="4x64@5")
+    assert len(validity(split)) == 2 and set(validity(split)["note"]) == {"single seed"}
+    pooled = validity(split, by="group").iloc[0]
+    assert pooled["group"] == "4x64@5" and pooled["n_seeds_small"] == 2
+    assert pooled["seed_noise"] == pytest.approx(noise) and pooled["valid"] == v["valid"]
 
 
 def synthetic_groups(truth: dict, form: str, noise: float, seed: int = 0) -> pd.DataFrame:
@@ -299,6 +305,11 @@ def test_guidelines_cli_on_three_searches_keeps_bounds_as_bounds(
     assert "## Guideline: best growth time per (group, factor, operator)" in md
     assert ">1." in md  # bounds printed as bounds
     assert len(pd.read_csv(out / "validity.csv")) == 3
+    # each row carries its group's validity verdict (what the warm start filters on)
+    by_group = validity(pd.read_parquet(out / "trials.parquet"), by="group")
+    verdicts = dict(zip(by_group["group"], by_group["valid"], strict=True))
+    written = [None if pd.isna(v) else bool(v) for v in table["valid"]]  # None: unknown
+    assert written == [verdicts[g] for g in table["group"]]
     # the committed-table path reproduces the same guideline table from trials.parquet alone
     again = tmp_path / "again"
     assert main(["--runs-table", str(out / "trials.parquet"), "--out", str(again),

@@ -169,6 +169,26 @@ def test_idw_between_groups(tmp_path) -> None:
     assert by_key[4, "zero"].bound == "exact" and math.isnan(by_key[4, "zero"].speedup_ci_low)
 
 
+def test_groups_that_are_not_valid_are_left_out(tmp_path) -> None:
+    """A group where the target does not beat the small model (valid false) would pull the
+    prediction toward "any growth wins"; it is left out and named. All invalid: kept, flagged."""
+    rows = table_rows(frac_scale={"8x64": 2.0})
+    for row in rows:
+        row["valid"] = row["target"] == "4x64"
+    table = ws.read_guidelines(write_csv(tmp_path / "g.csv", rows))
+    assert set(table["group"]) == {"4x64@0.3"} and table.attrs["invalid_groups"] == ["8x64@0.3"]
+    n = math.exp(0.5 * math.log(n_of("4x64")) + 0.5 * math.log(n_of("8x64")))
+    assert all(p.groups == ("4x64@0.3",) for p in ws.predict(table, n, 0.3))
+    for row in rows:
+        row["valid"] = False
+    everything = ws.read_guidelines(write_csv(tmp_path / "none.csv", rows))
+    assert len(everything) == len(rows) and everything.attrs["no_valid_group"]
+    for row in rows:
+        row["valid"] = math.nan  # unknown (e.g. one seed per arm): kept
+    unknown = ws.read_guidelines(write_csv(tmp_path / "nan.csv", rows))
+    assert len(unknown) == len(rows) and unknown.attrs["invalid_groups"] == []
+
+
 # --------------------------------------------------------------------------- space parameters
 def pred(factor: int, operator: str, frac: float) -> ws.Prediction:
     return ws.Prediction(factor, operator, frac, 1.3, 1.2, 1.4, "exact", False, ("g",), True)
