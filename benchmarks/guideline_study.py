@@ -30,6 +30,8 @@ The design, fixed here before any run (see GROUPS, SEARCHES, PARTS):
   best time at 0.6, the last one searched.
   In 8x32@5 also zero init (no function preservation), G_stack as Du et al. ran it, Staged
   Training's recipe and the incremental negative control (g in {2, 4} x time in {0.2, 0.4}).
+- The held-out prediction uses only groups the validity rule passes: ADDED AFTER SEEING part 4
+  (8x48@5 not valid with 2 seeds) and before the held-out group ran; parts 1-5 are unchanged.
 - Seeds: 2 per grid cell; a confirmation search adds seed 2 to each fit group's scratch
   frontier, small-only arm and best cell (3 seeds); the held-out group runs the predicted best
   and 2 alternatives (`--warm-start`) and its frontier at seeds 0, 1, 2.
